@@ -1,0 +1,201 @@
+"""Pure data logic for ingestion: map source columns, type them, and split good rows from quarantined ones.
+
+Every row that enters ``clean`` leaves either as a clean row or as a quarantined row carrying the rule that
+caught it, so ``len(raw) == len(clean) + len(quarantine)`` always holds: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from homeprice_assets.config import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DataConfig
+
+LINEAGE_COLUMNS = ("_source_file", "_source_hash", "_row_number", "_row_hash")
+NUMERIC_COLUMNS = (
+    "sale_price",
+    "living_sf",
+    "lot_sf",
+    "waterfront",
+    "bldg_grade",
+    "beds",
+    "baths",
+    "age",
+    "eff_age",
+    "latitude",
+    "longitude",
+)
+STRING_COLUMNS = ("sale_id", "parcel_id", "location", "use_type")
+
+# Rule names, in the order they are applied; a row is quarantined by the first rule it breaks.
+RULES: tuple[str, ...] = (
+    "missing_required_value",
+    "unparsable_date",
+    "date_outside_partition",
+    "non_numeric_value",
+    "nonpositive_price",
+    "price_out_of_range",
+    "nonpositive_living_area",
+    "living_area_out_of_range",
+    "implausible_coordinates",
+    "duplicate_sale",
+)
+
+
+class SchemaError(ValueError):
+    """The source data lacks required columns (or maps them ambiguously)."""
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+
+    @property
+    def counts_by_rule(self) -> dict[str, int]:
+        counts = self.quarantine["rule"].value_counts() if len(self.quarantine) else pd.Series(dtype=int)
+        return {rule: int(counts.get(rule, 0)) for rule in RULES}
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def row_hashes(frame: pd.DataFrame, columns: Iterable[str]) -> pd.Series:
+    """A stable hash of each row's source values: identical rows in two files hash alike."""
+    cols = sorted(columns)
+    if not len(frame):
+        return pd.Series([], dtype=str, index=frame.index)
+    as_text = frame[cols].astype(str).agg("\x1f".join, axis=1)
+    return as_text.map(lambda s: hashlib.sha1(s.encode()).hexdigest())
+
+
+def check_source_columns(columns: Iterable[str], config: DataConfig) -> None:
+    """Fail with a message naming every required column that the source lacks."""
+    present = set(columns)
+    missing = [
+        f"{canonical!r} (source column {config.source_name(canonical)!r})"
+        for canonical in REQUIRED_COLUMNS
+        if config.source_name(canonical) not in present
+    ]
+    if missing:
+        raise SchemaError(
+            "missing required column(s): " + ", ".join(missing) + f"; source columns are {sorted(present)}. "
+            "Map your column names under data.columns in your HOMEPRICE_CONFIG file."
+        )
+
+
+def to_canonical(raw: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    """Rename mapped source columns to canonical names; keep lineage; add absent optional columns as NA."""
+    check_source_columns(raw.columns, config)
+    out = pd.DataFrame(index=raw.index)
+    for canonical in CANONICAL_COLUMNS:
+        source = config.source_name(canonical)
+        out[canonical] = raw[source] if source in raw.columns else pd.NA
+    for col in LINEAGE_COLUMNS:
+        if col in raw.columns:
+            out[col] = raw[col]
+    return out
+
+
+def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None) -> CleanResult:
+    """Type, validate and deduplicate one batch of raw sales.
+
+    ``month`` ("YYYY-MM") is the partition the rows were landed for; sales dated outside it are quarantined.
+    """
+    frame = to_canonical(raw, config)
+    bounds = config.bounds
+    reasons = pd.Series(pd.NA, index=frame.index, dtype="object")
+    details = pd.Series("", index=frame.index, dtype="object")
+
+    def flag(mask: pd.Series, rule: str, detail: pd.Series | str) -> None:
+        new = mask & reasons.isna()
+        reasons[new] = rule
+        details[new] = detail[new] if isinstance(detail, pd.Series) else detail
+
+    # Required values present (string "", "nan" and whitespace count as missing).
+    for col in REQUIRED_COLUMNS:
+        values = frame[col]
+        missing = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "None", "<NA>"])
+        flag(missing, "missing_required_value", f"{col} is null")
+
+    dates = pd.to_datetime(frame["sale_date"], format=config.date_format, errors="coerce")
+    flag(dates.isna(), "unparsable_date", "sale_date=" + frame["sale_date"].astype(str))
+    if month is not None:
+        outside = dates.notna() & (dates.dt.strftime("%Y-%m") != month)
+        flag(outside, "date_outside_partition", f"sale_date not in {month}: " + frame["sale_date"].astype(str))
+    too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
+    flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
+
+    numeric = {}
+    for col in NUMERIC_COLUMNS:
+        parsed = pd.to_numeric(frame[col], errors="coerce")
+        bad = parsed.isna() & frame[col].notna() & ~frame[col].astype(str).str.strip().isin(["", "nan"])
+        flag(bad, "non_numeric_value", f"{col}=" + frame[col].astype(str))
+        numeric[col] = parsed.astype("float64")
+
+    price, area = numeric["sale_price"], numeric["living_sf"]
+    flag(price <= 0, "nonpositive_price", "sale_price=" + price.astype(str))
+    flag(
+        (price < bounds.min_price) | (price > bounds.max_price),
+        "price_out_of_range",
+        f"sale_price outside [{bounds.min_price:g}, {bounds.max_price:g}]: " + price.astype(str),
+    )
+    flag(area <= 0, "nonpositive_living_area", "living_sf=" + area.astype(str))
+    flag(
+        (area < bounds.min_living_sf) | (area > bounds.max_living_sf),
+        "living_area_out_of_range",
+        f"living_sf outside [{bounds.min_living_sf:g}, {bounds.max_living_sf:g}]: " + area.astype(str),
+    )
+    lat, lon = numeric["latitude"], numeric["longitude"]
+    flag(
+        ~lat.between(bounds.min_latitude, bounds.max_latitude)
+        | ~lon.between(bounds.min_longitude, bounds.max_longitude),
+        "implausible_coordinates",
+        "lat/lon=" + lat.astype(str) + "/" + lon.astype(str),
+    )
+
+    typed = pd.DataFrame(index=frame.index)
+    for col in STRING_COLUMNS:
+        typed[col] = frame[col].astype("string").str.strip()
+    for col, values in numeric.items():
+        typed[col] = values
+    typed["sale_date"] = dates
+    # A sale without an id gets one derived from what identifies it, so deduplication still works.
+    derived = (
+        frame["parcel_id"].astype(str) + "|" + dates.dt.strftime("%Y-%m-%d") + "|" + price.astype(str)
+    ).map(lambda s: "h" + hashlib.sha1(s.encode()).hexdigest()[:16])
+    typed["sale_id"] = typed["sale_id"].fillna(derived)
+    for col in LINEAGE_COLUMNS:
+        if col in frame.columns:
+            typed[col] = frame[col]
+
+    # The same sale id twice among otherwise-valid rows: keep the first (file order), quarantine the rest.
+    valid = reasons.isna()
+    dup = valid & typed["sale_id"].duplicated(keep="first") & valid
+    dup_ids = typed["sale_id"].where(dup)
+    flag(dup, "duplicate_sale", "sale_id=" + dup_ids.astype(str) + " seen earlier in this month")
+
+    clean = typed[reasons.isna()].copy()
+    clean["sale_month"] = clean["sale_date"].dt.strftime("%Y-%m")
+    clean = clean.reset_index(drop=True)
+
+    quarantine = raw[reasons.notna()].copy()
+    quarantine.insert(0, "rule", reasons[reasons.notna()].astype(str))
+    quarantine.insert(1, "detail", details[reasons.notna()].astype(str))
+    quarantine = quarantine.astype({c: "string" for c in quarantine.columns if quarantine[c].dtype == object})
+    quarantine = quarantine.reset_index(drop=True)
+    return CleanResult(clean=clean, quarantine=quarantine)
+
+
+def null_rates(frame: pd.DataFrame, columns: Iterable[str] = OPTIONAL_COLUMNS) -> dict[str, float]:
+    return {c: float(frame[c].isna().mean()) if len(frame) else 0.0 for c in columns if c in frame.columns}
+
+
+def robust_median(values: Iterable[float]) -> float:
+    arr = np.asarray(list(values), dtype=float)
+    return float(np.median(arr)) if arr.size else float("nan")

@@ -1,0 +1,46 @@
+"""Every test session owns its homes: no test reads or writes the user's Dagster, MLflow or BentoML stores."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from homeprice_assets.config import BUNDLED_DATA
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="homeprice-tests-"))
+# Set before any test module imports dagster/mlflow/bentoml, so their defaults never point elsewhere.
+os.environ.update(
+    {
+        "HOMEPRICE_HOME": str(_SESSION_HOME / "home"),
+        "DAGSTER_HOME": str(_SESSION_HOME / "dagster"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_HOME / 'mlflow.db'}",
+        "BENTOML_HOME": str(_SESSION_HOME / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DO_NOT_TRACK": "1",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MPLBACKEND": "Agg",
+    }
+)
+os.environ.pop("HOMEPRICE_CONFIG", None)
+(_SESSION_HOME / "dagster").mkdir(parents=True, exist_ok=True)
+(_SESSION_HOME / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+
+@pytest.fixture(scope="session")
+def bundled_sales() -> pd.DataFrame:
+    """The bundled Seattle sales exactly as a user's CSV would be read (all columns as text)."""
+    return pd.read_csv(BUNDLED_DATA, dtype=str)
+
+
+@pytest.fixture
+def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh project home (landing zone, stores, reports) for one test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOMEPRICE_HOME", str(home))
+    return home
