@@ -67,10 +67,11 @@ class DataConfig(_Strict):
     # Canonical name -> source column name. Canonical names not listed keep their own name.
     columns: dict[str, str] = Field(default_factory=dict)
     date_format: str | None = None  # None: ISO 8601 / pandas inference
-    partition_start: str = "2010-01-01"
     bounds: Bounds = Field(default_factory=Bounds)
     # Checks: the largest share of nulls tolerated in an optional column before its check fails.
     max_null_rate: float = 0.5
+    # Blocking: a month whose share of quarantined rows exceeds this is held back from the model.
+    max_quarantine_rate: float = 0.05
     # Row-count check: a month with fewer rows than this share of the median of recent months fails.
     min_row_ratio: float = 0.2
     row_count_lookback: int = 6
@@ -83,7 +84,8 @@ class DataConfig(_Strict):
         unknown = sorted(set(v) - set(CANONICAL_COLUMNS))
         if unknown:
             raise ValueError(
-                f"data.columns: unknown canonical column(s) {unknown}; expected some of {list(CANONICAL_COLUMNS)}"
+                f"data.columns: unknown canonical column(s) {unknown}; "
+                f"expected some of {list(CANONICAL_COLUMNS)}"
             )
         return v
 
@@ -139,3 +141,37 @@ def project_config() -> ProjectConfig:
 def homeprice_home() -> Path:
     """The project home: every local store (Dagster, MLflow, landing zone, reports) lives below it."""
     return Path(os.environ.get("HOMEPRICE_HOME", ".homeprice")).resolve()
+
+
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def mlflow_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, or a SQLite store under the project home (nothing to run beside the venv)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{homeprice_home() / 'mlflow.db'}"
+
+
+def apply_env_defaults() -> dict[str, str]:
+    """Point every store at the project home unless the environment already says otherwise.
+
+    Used by the ``homeprice`` command (and so by ``make run`` / ``make dev``); returns what it set.
+    """
+    home = homeprice_home()
+    defaults = {
+        "HOMEPRICE_HOME": str(home),
+        "HOMEPRICE_DAGSTER_STORAGE": str(home / "dagster"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DO_NOT_TRACK": "1",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    if (REPO_ROOT / "dagster.yaml").is_file():
+        defaults["DAGSTER_HOME"] = str(REPO_ROOT)
+    else:  # installed without the repository: a bare instance under the project home
+        defaults["DAGSTER_HOME"] = str(home / "dagster")
+    set_now = {k: v for k, v in defaults.items() if not os.environ.get(k)}
+    os.environ.update(set_now)
+    Path(os.environ["HOMEPRICE_DAGSTER_STORAGE"]).mkdir(parents=True, exist_ok=True)
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return set_now

@@ -56,8 +56,11 @@ def make_features(sales: pd.DataFrame) -> pd.DataFrame:
     Missing optional inputs stay NaN (LightGBM handles them); ``location`` becomes a string category.
     """
     s = sales
-    num = {c: pd.to_numeric(s[c], errors="coerce") if c in s else pd.Series(np.nan, index=s.index)
-           for c in INPUT_FIELDS if c not in ("sale_date", "location")}
+    num = {
+        c: pd.to_numeric(s[c], errors="coerce") if c in s else pd.Series(np.nan, index=s.index)
+        for c in INPUT_FIELDS
+        if c not in ("sale_date", "location")
+    }
     date = pd.to_datetime(s["sale_date"], errors="coerce")
     out = pd.DataFrame(index=s.index)
     out["log_living_sf"] = np.log(num["living_sf"].clip(lower=1))

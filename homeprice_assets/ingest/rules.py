@@ -127,7 +127,9 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     flag(dates.isna(), "unparsable_date", "sale_date=" + frame["sale_date"].astype(str))
     if month is not None:
         outside = dates.notna() & (dates.dt.strftime("%Y-%m") != month)
-        flag(outside, "date_outside_partition", f"sale_date not in {month}: " + frame["sale_date"].astype(str))
+        flag(
+            outside, "date_outside_partition", f"sale_date not in {month}: " + frame["sale_date"].astype(str)
+        )
     too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
     flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
 
@@ -199,3 +201,36 @@ def null_rates(frame: pd.DataFrame, columns: Iterable[str] = OPTIONAL_COLUMNS) -
 def robust_median(values: Iterable[float]) -> float:
     arr = np.asarray(list(values), dtype=float)
     return float(np.median(arr)) if arr.size else float("nan")
+
+
+def combine_landed(frames: list[tuple[str, str, pd.DataFrame]]) -> tuple[pd.DataFrame, int]:
+    """Stack landed files ``(key, sha256, frame)`` in key order, adding lineage and dropping repeated rows.
+
+    A row whose source values already came from an earlier file (a file landed twice, overlapping exports)
+    is counted and not added again. Returns the raw table and the number of repeated rows left out.
+    """
+    parts = []
+    for key, digest, frame in sorted(frames, key=lambda t: t[0]):
+        part = frame.copy()
+        source_cols = list(frame.columns)
+        part["_source_file"] = key
+        part["_source_hash"] = digest
+        part["_row_number"] = range(1, len(part) + 1)
+        part["_row_hash"] = row_hashes(part, source_cols)
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=list(LINEAGE_COLUMNS)), 0
+    raw = pd.concat(parts, ignore_index=True, sort=False)
+    repeated = raw["_row_hash"].duplicated(keep="first")
+    raw = raw[~repeated].reset_index(drop=True)
+    source_cols = [c for c in raw.columns if c not in LINEAGE_COLUMNS]
+    raw = raw[source_cols + list(LINEAGE_COLUMNS)]
+    return raw.astype({c: object for c in source_cols}), int(repeated.sum())
+
+
+def content_version(raw: pd.DataFrame) -> str:
+    """A data version that depends on which rows there are, not on file names or landing order."""
+    digest = hashlib.sha256()
+    for h in sorted(raw["_row_hash"].astype(str)):
+        digest.update(h.encode())
+    return digest.hexdigest()[:24]

@@ -1,0 +1,140 @@
+"""``homeprice``: replay arrivals into the landing zone, run the graph in-process, or open the Dagster UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from homeprice_assets.config import REPO_ROOT, apply_env_defaults, homeprice_home, mlflow_tracking_uri
+
+
+def _progress(desc: str):
+    return lambda it: tqdm(list(it), desc=desc, unit="month", file=sys.stderr, disable=None)
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    from homeprice_assets.config import project_config
+    from homeprice_assets.ingest.landing import land_history
+    from homeprice_assets.resources.landing import landing_zone_from_url
+
+    zone = landing_zone_from_url(args.landing)
+    months = land_history(
+        zone,
+        project_config().data,
+        until=args.until,
+        since=args.since,
+        source=args.source,
+        progress=_progress("landing"),
+    )
+    print(
+        f"landed {len(months)} month(s) {months[0] if months else ''}..{months[-1] if months else ''} "
+        f"into {zone.describe()}"
+    )
+    return 0
+
+
+# In-process runs log every event to the console; the progress bar and the UI say enough.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_ingest(months: Sequence[str] | None = None) -> dict[str, bool]:
+    """Register landed months as partitions and run the ingest job for each, in-process; month -> success."""
+    import dagster as dg
+
+    from homeprice_assets.definitions import defs
+    from homeprice_assets.partitions import register_months
+
+    instance = dg.DagsterInstance.get()
+    landing = defs.resources["landing"]
+    todo = list(months) if months is not None else landing.months()
+    register_months(instance, todo)
+    job = defs.resolve_job_def("ingest_job")
+    results = {}
+    for month in tqdm(todo, desc="ingest", unit="month", file=sys.stderr, disable=None):
+        result = job.execute_in_process(
+            instance=instance, partition_key=month, raise_on_error=False, run_config=QUIET
+        )
+        results[month] = result.success
+    return results
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if not args.no_land:
+        cmd_land(args)
+    results = run_ingest()
+    failed = [m for m, ok in results.items() if not ok]
+    print(
+        f"ingested {len(results) - len(failed)}/{len(results)} month(s)"
+        + (f"; failed: {', '.join(failed)} (see the Dagster UI)" if failed else "")
+    )
+    print(f"\ndone in {time.perf_counter() - started:.0f} s. Where to look next:")
+    print(f"  project home     {homeprice_home()}")
+    print("  Dagster UI       make dev   -> http://127.0.0.1:3000")
+    print(
+        f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {mlflow_tracking_uri()} "
+        "-> http://127.0.0.1:5000"
+    )
+    return 1 if failed else 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    cmd = ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    print(" ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    return subprocess.call(cmd, cwd=REPO_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homeprice", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def landing_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--until", help="last sale month to land, e.g. 2014-06 (default: all)")
+        p.add_argument("--since", help="first sale month to land (default: the first)")
+        p.add_argument("--source", default=None, help="CSV (or .csv.gz) to replay (default: bundled data)")
+        p.add_argument(
+            "--landing",
+            default=None,
+            help="landing URL: folder or s3://bucket/prefix "
+            "(default: $HOMEPRICE_LANDING_URL or $HOMEPRICE_HOME/landing)",
+        )
+
+    p_land = sub.add_parser("land", help="write sales into the landing zone as one file per month")
+    landing_args(p_land)
+    p_land.set_defaults(func=cmd_land)
+
+    p_run = sub.add_parser("run", help="land the bundled data and materialize the whole graph in-process")
+    landing_args(p_run)
+    p_run.add_argument("--no-land", action="store_true", help="process what has landed already")
+    p_run.set_defaults(func=cmd_run)
+
+    p_dev = sub.add_parser("dev", help="open the Dagster UI (sensors and schedules run there)")
+    p_dev.add_argument("--port", type=int, default=3000)
+    p_dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_env_defaults()
+    if getattr(args, "source", None) is None and hasattr(args, "source"):
+        from homeprice_assets.config import BUNDLED_DATA
+
+        args.source = BUNDLED_DATA
+    if getattr(args, "landing", None):
+        os.environ["HOMEPRICE_LANDING_URL"] = args.landing
+    try:
+        return args.func(args)
+    except ValueError as exc:  # configuration and input errors: say what is wrong, no traceback
+        print(f"homeprice: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

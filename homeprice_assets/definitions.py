@@ -1,0 +1,26 @@
+"""The one code location: every asset, check, job, sensor, schedule and resource of homeprice.
+
+Each domain folder (ingest, features, training, monitoring, serving) owns its pieces; this file wires them
+to the stores named by environment variables, so the same graph runs on a laptop or in production.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from homeprice_assets.features import assets as feature_assets
+from homeprice_assets.ingest import assets as ingest_assets
+from homeprice_assets.ingest.jobs import ingest_job
+from homeprice_assets.resources.landing import landing_zone_from_url
+from homeprice_assets.resources.storage import ParquetStorage
+
+core = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest_assets, feature_assets]),
+    jobs=[ingest_job],
+    resources={
+        "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
+        "landing": landing_zone_from_url(),
+    },
+)
+
+defs = dg.Definitions.merge(core)

@@ -1,0 +1,138 @@
+"""Landed files -> raw sales -> clean sales + quarantine, one sale month per partition."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from homeprice_assets.config import project_config
+from homeprice_assets.ingest import checks
+from homeprice_assets.ingest.rules import (
+    RULES,
+    combine_landed,
+    content_version,
+    file_sha256,
+)
+from homeprice_assets.ingest.rules import (
+    clean_sales as clean_rows,
+)
+from homeprice_assets.partitions import sale_month_partitions
+from homeprice_assets.resources.landing import LandingZone, read_sales_bytes
+
+
+@dg.asset(
+    partitions_def=sale_month_partitions,
+    group_name="ingest",
+    kinds={"pandas", "parquet"},
+    check_specs=checks.RAW_CHECKS,
+)
+def raw_sales(
+    context: dg.AssetExecutionContext, landing: LandingZone
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Every row landed for the month, unchanged (as text), with its source file, file hash and row number.
+
+    Idempotent: the data version depends on the set of rows only, and a row already landed in another file
+    is not added twice.
+    """
+    month = context.partition_key
+    files = landing.files_for_month(month)
+    if not files:
+        raise dg.Failure(f"raw_sales: no sales files for {month} in the landing zone {landing.describe()}")
+    frames = []
+    for f in files:
+        data = landing.read_bytes(f.key)
+        try:
+            frames.append((f.key, file_sha256(data), read_sales_bytes(f.key, data)))
+        except Exception as exc:
+            raise dg.Failure(f"raw_sales: cannot parse landed file {f.key!r} ({month}): {exc}") from exc
+    raw, repeated = combine_landed(frames)
+    context.log.info(
+        f"{month}: {len(raw)} rows from {len(files)} file(s), {repeated} repeated row(s) left out"
+    )
+    yield dg.Output(
+        raw,
+        data_version=dg.DataVersion(content_version(raw)),
+        metadata={
+            "rows": len(raw),
+            "files": dg.MetadataValue.json(
+                [{"key": f.key, "sha256": d} for f, (_, d, _) in zip(files, frames, strict=True)]
+            ),
+            "repeated_rows_left_out": repeated,
+            "landing_zone": landing.describe(),
+        },
+    )
+    yield checks.required_columns(raw, project_config().data)
+
+
+def _recent_row_counts(context: dg.AssetExecutionContext, month: str, lookback: int) -> list[int]:
+    """Row counts of the months before ``month`` from their latest materialization metadata."""
+    prior = sorted(
+        m for m in context.instance.get_dynamic_partitions(sale_month_partitions.name) if m < month
+    )
+    prior = prior[-lookback:]
+    if not prior:
+        return []
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("clean_sales"), asset_partitions=prior),
+        limit=lookback * 5,
+    ).records
+    latest: dict[str, int] = {}
+    for record in records:  # newest first
+        mat = record.asset_materialization
+        if mat and mat.partition not in latest and "rows" in mat.metadata:
+            latest[mat.partition] = int(mat.metadata["rows"].value)
+    return list(latest.values())
+
+
+@dg.multi_asset(
+    partitions_def=sale_month_partitions,
+    group_name="ingest",
+    outs={
+        "clean_sales": dg.AssetOut(
+            kinds={"pandas", "parquet"}, description="Typed, validated, deduplicated sales of the month."
+        ),
+        "quarantined_sales": dg.AssetOut(
+            kinds={"pandas", "parquet"}, description="Rows that broke a rule, with the rule and a detail."
+        ),
+    },
+    ins={"raw_sales": dg.AssetIn()},
+    check_specs=checks.CLEAN_CHECKS,
+)
+def clean_sales(
+    context: dg.AssetExecutionContext, raw_sales: pd.DataFrame, landing: LandingZone
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Apply the data rules: each raw row becomes a clean row or a quarantined row, never nothing."""
+    config = project_config().data
+    month = context.partition_key
+    result = clean_rows(raw_sales, config, month=month)
+    counts = result.counts_by_rule
+    assert len(result.clean) + len(result.quarantine) == len(raw_sales), "a row was lost in cleaning"
+    context.log.info(f"{month}: {len(result.clean)} clean, {len(result.quarantine)} quarantined {counts}")
+    rule_meta = {f"quarantined_{rule}": counts[rule] for rule in RULES}
+    yield dg.Output(
+        result.clean,
+        output_name="clean_sales",
+        metadata={
+            "rows": len(result.clean),
+            "raw_rows": len(raw_sales),
+            "quarantined_rows": len(result.quarantine),
+            **rule_meta,
+            "median_price": float(result.clean["sale_price"].median()) if len(result.clean) else 0.0,
+        },
+    )
+    yield dg.Output(
+        result.quarantine,
+        output_name="quarantined_sales",
+        metadata={"rows": len(result.quarantine), **rule_meta},
+    )
+
+    yield checks.schema(result.clean)
+    yield checks.quarantine_rate(counts, len(raw_sales), config)
+    yield checks.value_ranges(result.clean, config, month)
+    yield checks.unique_sales(result.clean)
+    yield checks.null_rate_check(result.clean, config)
+    yield checks.row_count(
+        len(result.clean), _recent_row_counts(context, month, config.row_count_lookback), config
+    )
+    cleaned = context.instance.get_materialized_partitions(dg.AssetKey("clean_sales")) | {month}
+    yield checks.freshness(max(cleaned), landing.months(), config)
