@@ -1,0 +1,409 @@
+"""Alerts to people: typed messages, a Slack incoming webhook and SMTP e-mail, deduplicated across processes.
+
+Alerting must never be the thing that breaks a pipeline: with no channel configured an alert is only logged,
+and a channel that errors is logged and skipped. The dedup state lives in a small SQLite file under the
+project home because sensors, run workers and the CLI are separate processes that must agree on what was sent.
+
+``dagster-slack``'s ``SlackResource`` needs a bot token and the Slack SDK; an incoming webhook is one HTTP
+POST, so the Slack channel is a plain ``urllib`` call and works with any webhook-compatible receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import smtplib
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from homeprice_assets.config import homeprice_home
+from homeprice_assets.monitoring.settings import AlertSettings, alert_settings
+
+logger = logging.getLogger("homeprice.alerts")
+
+SLACK_WEBHOOK_ENV = "HOMEPRICE_SLACK_WEBHOOK_URL"
+SMTP_HOST_ENV = "HOMEPRICE_SMTP_HOST"
+SMTP_PORT_ENV = "HOMEPRICE_SMTP_PORT"
+SMTP_USER_ENV = "HOMEPRICE_SMTP_USER"
+SMTP_PASSWORD_ENV = "HOMEPRICE_SMTP_PASSWORD"
+SMTP_TO_ENV = "HOMEPRICE_SMTP_TO"  # comma-separated; overrides alerts.email.to
+SMTP_FROM_ENV = "HOMEPRICE_SMTP_FROM"
+
+
+# --------------------------------------------------------------------------------------------- messages
+@dataclass(frozen=True)
+class AlertLinks:
+    """Turns run ids into URLs people can click (the Dagster UI and the MLflow UI)."""
+
+    dagster_base_url: str = "http://127.0.0.1:3000"
+    mlflow_base_url: str | None = None
+
+    def dagster_run(self, run_id: str | None) -> str | None:
+        return f"{self.dagster_base_url.rstrip('/')}/runs/{run_id}" if run_id else None
+
+    def mlflow_run(self, run_id: str | None, experiment_id: str | None = None) -> str | None:
+        if not run_id or not self.mlflow_base_url:
+            return None
+        base = self.mlflow_base_url.rstrip("/")
+        if experiment_id:
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}/#/runs/{run_id}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message. ``key`` identifies "the same alert" for deduplication."""
+
+    kind: str
+    key: str
+    title: str
+    lines: tuple[str, ...]
+    severity: str = "warning"  # info | warning | error
+    dagster_run_url: str | None = None
+    mlflow_run_url: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        """Plain-text body shared by every channel (Slack renders it as-is)."""
+        body = [f"[homeprice] {self.title}", *self.lines]
+        if self.dagster_run_url:
+            body.append(f"Dagster run: {self.dagster_run_url}")
+        if self.mlflow_run_url:
+            body.append(f"MLflow run: {self.mlflow_run_url}")
+        return "\n".join(body)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def data_validation_failed(
+    links: AlertLinks,
+    *,
+    asset: str,
+    check: str,
+    failed_rows: int | None,
+    total_rows: int | None = None,
+    partition: str | None = None,
+    description: str | None = None,
+    run_id: str | None = None,
+) -> Alert:
+    where = f"{asset}[{partition}]" if partition else asset
+    rows = "unknown" if failed_rows is None else f"{failed_rows}"
+    if failed_rows is not None and total_rows:
+        rows += f" of {total_rows} rows ({failed_rows / total_rows:.1%})"
+    elif failed_rows is not None:
+        rows += " rows"
+    lines = [f"Check `{check}` failed on {where}.", f"Rows failing: {rows}."]
+    if description:
+        lines.append(description)
+    return Alert(
+        kind="data_validation_failed",
+        key=f"check:{asset}:{check}:{partition or '-'}",
+        title=f"Data validation failed: {check} on {where}",
+        lines=tuple(lines),
+        severity="error",
+        dagster_run_url=links.dagster_run(run_id),
+        facts={"asset": asset, "check": check, "partition": partition, "failed_rows": failed_rows,
+               "total_rows": total_rows},
+    )
+
+
+def drift_detected(
+    links: AlertLinks,
+    *,
+    month: str,
+    drifted: Mapping[str, float],
+    share: float,
+    threshold: float,
+    method: str,
+    target_score: float | None = None,
+    report_path: str | None = None,
+    run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    mlflow_experiment_id: str | None = None,
+) -> Alert:
+    top = sorted(drifted.items(), key=lambda kv: -kv[1])
+    lines = [
+        f"Newest month {month}: {share:.0%} of features drifted (threshold {threshold:.0%}, {method}).",
+        "Drifted features: " + (", ".join(f"{k}={_fmt(v)}" for k, v in top) or "none"),
+    ]
+    if target_score is not None:
+        lines.append(f"Target (sale_price) drift score: {_fmt(target_score)}")
+    if report_path:
+        lines.append(f"Report: {report_path}")
+    return Alert(
+        kind="drift_detected",
+        key=f"drift:{month}",
+        title=f"Drift detected in {month}",
+        lines=tuple(lines),
+        severity="warning",
+        dagster_run_url=links.dagster_run(run_id),
+        mlflow_run_url=links.mlflow_run(mlflow_run_id, mlflow_experiment_id),
+        facts={"month": month, "drifted": dict(drifted), "share": share, "threshold": threshold},
+    )
+
+
+def promotion_succeeded(
+    links: AlertLinks,
+    *,
+    model_name: str,
+    old_version: str | None,
+    new_version: str,
+    metric: str,
+    old_value: float | None,
+    new_value: float,
+    run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    mlflow_experiment_id: str | None = None,
+) -> Alert:
+    if old_value is None:
+        change = f"{metric} {_fmt(new_value)} (first champion)"
+    else:
+        change = f"{metric} {_fmt(old_value)} -> {_fmt(new_value)} ({new_value - old_value:+.4g})"
+    return Alert(
+        kind="promotion_succeeded",
+        key=f"promotion:{model_name}:{new_version}",
+        title=f"Promoted {model_name} v{new_version} to champion",
+        lines=(f"Champion: v{old_version or '-'} -> v{new_version}.", f"Metric change: {change}."),
+        severity="info",
+        dagster_run_url=links.dagster_run(run_id),
+        mlflow_run_url=links.mlflow_run(mlflow_run_id, mlflow_experiment_id),
+        facts={"model_name": model_name, "old_version": old_version, "new_version": new_version,
+               "metric": metric, "old_value": old_value, "new_value": new_value},
+    )
+
+
+def promotion_blocked(
+    links: AlertLinks,
+    *,
+    model_name: str,
+    version: str,
+    gate: str,
+    figures: Mapping[str, Any],
+    run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    mlflow_experiment_id: str | None = None,
+) -> Alert:
+    return Alert(
+        kind="promotion_blocked",
+        key=f"blocked:{model_name}:{version}:{gate}",
+        title=f"Promotion of {model_name} v{version} blocked by {gate}",
+        lines=(f"Gate `{gate}` did not pass; the champion is unchanged.",
+               "Figures: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items())),
+        severity="warning",
+        dagster_run_url=links.dagster_run(run_id),
+        mlflow_run_url=links.mlflow_run(mlflow_run_id, mlflow_experiment_id),
+        facts={"model_name": model_name, "version": version, "gate": gate, "figures": dict(figures)},
+    )
+
+
+def run_failed(
+    links: AlertLinks,
+    *,
+    job_name: str,
+    run_id: str,
+    error: str | None = None,
+    failed_steps: Sequence[str] = (),
+    partition: str | None = None,
+) -> Alert:
+    where = f" (partition {partition})" if partition else ""
+    lines = [f"Run {run_id} of job `{job_name}`{where} failed."]
+    if failed_steps:
+        lines.append("Failed steps: " + ", ".join(failed_steps))
+    if error:
+        lines.append("Error: " + error.strip().splitlines()[0][:500])
+    return Alert(
+        kind="run_failed",
+        key=f"run_failure:{run_id}",
+        title=f"Run failed: {job_name}",
+        lines=tuple(lines),
+        severity="error",
+        dagster_run_url=links.dagster_run(run_id),
+        facts={"job_name": job_name, "run_id": run_id, "failed_steps": list(failed_steps)},
+    )
+
+
+# --------------------------------------------------------------------------------------------- dedup
+class DedupStore:
+    """Remembers when each alert key was last sent, in SQLite, so separate processes agree."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con, con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS sent_alerts (key TEXT PRIMARY KEY, sent_at REAL NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+
+    def recently_sent(self, key: str, window_seconds: float, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT sent_at FROM sent_alerts WHERE key = ?", (key,)).fetchone()
+        return row is not None and now - row[0] < window_seconds
+
+    def mark_sent(self, key: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with closing(self._connect()) as con:
+            con.execute(
+                "INSERT INTO sent_alerts (key, sent_at) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET sent_at = excluded.sent_at",
+                (key, now),
+            )
+
+
+# --------------------------------------------------------------------------------------------- resource
+@dataclass
+class Delivery:
+    """What happened to one alert: who got it, what failed, whether it was a suppressed repeat."""
+
+    alert: Alert
+    delivered: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    duplicate: bool = False
+    logged_only: bool = False
+
+
+class Notifier(dg.ConfigurableResource):
+    """Sends alerts to Slack (incoming webhook) and/or e-mail (SMTP); otherwise to the log.
+
+    Secrets are meant to come in as ``dg.EnvVar`` (see ``Notifier.from_settings``); every field is optional.
+    """
+
+    slack_webhook_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "homeprice@localhost"
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    dagster_base_url: str = "http://127.0.0.1:3000"
+    mlflow_base_url: str | None = None
+    dedup_minutes: float = 60.0
+    dedup_db: str | None = None  # default: $HOMEPRICE_HOME/alerts/sent.sqlite
+    timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: AlertSettings | None = None) -> Notifier:
+        """A notifier from the ``alerts`` config section; secrets as ``EnvVar`` only when they are set.
+
+        An ``EnvVar`` for an unset variable would fail every run, so unset channels simply stay off.
+        """
+        s = settings or alert_settings()
+        env = os.environ
+        to = s.email.to
+        if env.get(SMTP_TO_ENV):
+            to = [a.strip() for a in env[SMTP_TO_ENV].split(",") if a.strip()]
+        kwargs: dict[str, Any] = {
+            "smtp_port": int(env.get(SMTP_PORT_ENV) or s.email.port),
+            "smtp_sender": env.get(SMTP_FROM_ENV) or s.email.sender,
+            "smtp_to": to,
+            "smtp_user": env.get(SMTP_USER_ENV) or s.email.user,
+            "smtp_starttls": s.email.starttls,
+            "dagster_base_url": s.dagster_base_url,
+            "mlflow_base_url": s.mlflow_base_url,
+            "dedup_minutes": s.dedup_minutes,
+            "timeout_seconds": s.timeout_seconds,
+        }
+        if env.get(SLACK_WEBHOOK_ENV):
+            kwargs["slack_webhook_url"] = dg.EnvVar(SLACK_WEBHOOK_ENV)
+        if env.get(SMTP_HOST_ENV):
+            kwargs["smtp_host"] = dg.EnvVar(SMTP_HOST_ENV)
+        elif s.email.host:
+            kwargs["smtp_host"] = s.email.host
+        if env.get(SMTP_PASSWORD_ENV):
+            kwargs["smtp_password"] = dg.EnvVar(SMTP_PASSWORD_ENV)
+        return cls(**kwargs)
+
+    # -- helpers
+    @property
+    def links(self) -> AlertLinks:
+        return AlertLinks(self.dagster_base_url, self.mlflow_base_url)
+
+    def channels(self) -> list[str]:
+        out = []
+        if self.slack_webhook_url:
+            out.append("slack")
+        if self.smtp_host and self.smtp_to:
+            out.append("email")
+        return out
+
+    def _dedup(self) -> DedupStore:
+        path = Path(self.dedup_db) if self.dedup_db else homeprice_home() / "alerts" / "sent.sqlite"
+        return DedupStore(path)
+
+    # -- sending
+    def send(self, alert: Alert, log: Any = None) -> Delivery:
+        """Deliver ``alert`` unless the same key went out within the dedup window. Never raises."""
+        log = log or logger
+        delivery = Delivery(alert)
+        try:
+            store = self._dedup()
+            if store.recently_sent(alert.key, self.dedup_minutes * 60):
+                delivery.duplicate = True
+                log.info(f"alert {alert.key} suppressed: already sent within {self.dedup_minutes:g} min")
+                return delivery
+        except Exception as exc:  # a broken dedup store must not silence alerts
+            store = None
+            log.warning(f"alert dedup store unavailable ({exc!r}); sending without dedup")
+
+        channels = self.channels()
+        if not channels:
+            delivery.logged_only = True
+            (log.error if alert.severity == "error" else log.warning)("ALERT " + alert.text())
+        for channel in channels:
+            try:
+                self._send_slack(alert) if channel == "slack" else self._send_email(alert)
+                delivery.delivered.append(channel)
+            except Exception as exc:
+                delivery.errors[channel] = repr(exc)
+                log.error(f"alert {alert.key}: {channel} channel failed: {exc!r}\n" + alert.text())
+        if store is not None and (delivery.delivered or delivery.logged_only):
+            try:
+                store.mark_sent(alert.key)
+            except Exception as exc:
+                log.warning(f"alert dedup store not updated ({exc!r})")
+        return delivery
+
+    def _send_slack(self, alert: Alert) -> None:
+        payload = {"text": alert.text(), "username": "homeprice"}
+        request = urllib.request.Request(
+            str(self.slack_webhook_url),
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            if response.status >= 300:
+                raise RuntimeError(f"Slack webhook answered HTTP {response.status}")
+
+    def _send_email(self, alert: Alert) -> None:
+        message = EmailMessage()
+        message["Subject"] = f"[homeprice] {alert.title}"
+        message["From"] = self.smtp_sender
+        message["To"] = ", ".join(self.smtp_to)
+        message["X-Homeprice-Alert"] = alert.kind
+        message.set_content(alert.text())
+        with smtplib.SMTP(str(self.smtp_host), self.smtp_port, timeout=self.timeout_seconds) as smtp:
+            if self.smtp_starttls:
+                smtp.starttls()
+            if self.smtp_user and self.smtp_password:
+                smtp.login(self.smtp_user, self.smtp_password)
+            smtp.send_message(message)

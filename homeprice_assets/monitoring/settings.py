@@ -1,0 +1,99 @@
+"""Schemas of the ``monitoring`` and ``alerts`` sections of the project configuration.
+
+``ProjectConfig`` keeps both sections free-form so that this domain owns its keys; they are validated here,
+with defaults tuned on the bundled Seattle sales, so a typo in a user's YAML fails loudly at load time.
+Secrets (webhook URL, SMTP password) never live here: they come from environment variables.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from homeprice_assets.config import ProjectConfig, project_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DriftSettings(_Strict):
+    """How the newest month is compared with the model's training window."""
+
+    # Months before the newest one that form the reference (the training window); 0 = every earlier month.
+    reference_months: int = Field(default=24, ge=0)
+    # Larger references are sampled (fixed seed) to keep the report fast; distances barely move past ~20k.
+    max_reference_rows: int = Field(default=20_000, ge=1_000)
+    # Per-column threshold passed to Evidently (None: its default, 0.1 for the distances used above 1k rows).
+    stattest_threshold: float | None = None
+    # The asset check fails (and the drift alert fires) when this share of feature columns has drifted.
+    # Measured on the bundled data (24-month reference): normal months 0-12% of features drifted, months with
+    # prices and areas x1.5 18-24%.
+    drift_share_threshold: float = Field(default=0.15, gt=0.0, le=1.0)
+    # ... or when any one feature's distance reaches this (None: off). Normal months peak at 0.07-0.17, the
+    # x1.5 months at 0.88-1.1 (log living area): one strongly moved input is enough to distrust the model.
+    feature_score_threshold: float | None = Field(default=0.5, gt=0.0)
+    # Features left out of the drift share: the time index drifts by construction every month.
+    exclude_features: list[str] = Field(default_factory=lambda: ["months_since_origin"])
+    # Target drift alone (prices move every month) is reported but only counts as drift when this is True.
+    target_drift_counts: bool = False
+
+
+class AutomationSettings(_Strict):
+    """What makes the system retrain, and how often the sensors look."""
+
+    # new_data: every newly featurized month whose checks passed; drift: only when drift passes its threshold;
+    # both: either of the two (a new month retrains, and so does drift found on re-evaluation).
+    retrain_policy: Literal["new_data", "drift", "both"] = "drift"
+    landing_sensor_interval_seconds: int = Field(default=60, ge=5)
+    retrain_sensor_interval_seconds: int = Field(default=60, ge=5)
+    check_alert_sensor_interval_seconds: int = Field(default=60, ge=5)
+    # Assets a retrain materializes (the model lifecycle); only those present in the code location are run.
+    retrain_assets: list[str] = Field(
+        default_factory=lambda: [
+            "training_set",
+            "price_model",
+            "validation_report",
+            "promoted_model",
+            "model_explanations",
+            "model_card",
+        ]
+    )
+
+
+class MonitoringSettings(_Strict):
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
+
+
+class EmailSettings(_Strict):
+    """Non-secret SMTP settings; the password comes from ``HOMEPRICE_SMTP_PASSWORD``."""
+
+    host: str | None = None
+    port: int = 25
+    sender: str = "homeprice@localhost"
+    to: list[str] = Field(default_factory=list)
+    user: str | None = None
+    starttls: bool = False
+    timeout_seconds: float = 10.0
+
+
+class AlertSettings(_Strict):
+    dagster_base_url: str = "http://127.0.0.1:3000"
+    # None: derived from an http(s) MLflow tracking URI; file/sqlite stores have no UI link of their own.
+    mlflow_base_url: str | None = "http://127.0.0.1:5000"
+    # The same alert key is not sent again within this many minutes (persisted across processes).
+    dedup_minutes: float = Field(default=60.0, ge=0.0)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    timeout_seconds: float = 10.0
+
+
+def monitoring_settings(config: ProjectConfig | None = None) -> MonitoringSettings:
+    """The validated ``monitoring`` section (packaged defaults for keys the user leaves out)."""
+    return MonitoringSettings.model_validate((config or project_config()).monitoring)
+
+
+def alert_settings(config: ProjectConfig | None = None) -> AlertSettings:
+    """The validated ``alerts`` section."""
+    return AlertSettings.model_validate((config or project_config()).alerts)
