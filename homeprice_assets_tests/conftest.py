@@ -44,3 +44,26 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOMEPRICE_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def instance():  # noqa: ANN201 - a DagsterInstance context
+    """An ephemeral Dagster instance (SQLite in a temp folder) for one test."""
+    import dagster as dg
+
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def landing(project_home: Path):  # noqa: ANN201
+    from homeprice_assets.resources.landing import LocalLandingZone
+
+    return LocalLandingZone(root=str(project_home / "landing"))
+
+
+@pytest.fixture
+def storage(project_home: Path):  # noqa: ANN201
+    from homeprice_assets.resources.storage import ParquetStorage
+
+    return ParquetStorage(base_dir=str(project_home / "storage"))

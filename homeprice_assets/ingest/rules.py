@@ -168,9 +168,8 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         typed[col] = values
     typed["sale_date"] = dates
     # A sale without an id gets one derived from what identifies it, so deduplication still works.
-    derived = (
-        frame["parcel_id"].astype(str) + "|" + dates.dt.strftime("%Y-%m-%d") + "|" + price.astype(str)
-    ).map(lambda s: "h" + hashlib.sha1(s.encode()).hexdigest()[:16])
+    identity = frame["parcel_id"].astype(str) + "|" + dates.dt.strftime("%Y-%m-%d").fillna("") + "|"
+    derived = (identity + price.astype(str)).map(lambda s: "h" + hashlib.sha1(s.encode()).hexdigest()[:16])
     typed["sale_id"] = typed["sale_id"].fillna(derived)
     for col in LINEAGE_COLUMNS:
         if col in frame.columns:

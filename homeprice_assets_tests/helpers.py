@@ -1,0 +1,30 @@
+"""Shared test helpers: run the real ingest assets in-process against a test instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from homeprice_assets.features.assets import sale_features
+from homeprice_assets.ingest.assets import clean_sales, raw_sales
+from homeprice_assets.partitions import register_months
+from homeprice_assets.resources.landing import LandingZone
+
+INGEST_ASSETS = [raw_sales, clean_sales, sale_features]
+
+
+def ingest_month(
+    month: str, instance: dg.DagsterInstance, landing: LandingZone, storage: dg.ConfigurableIOManagerFactory
+) -> dg.ExecuteInProcessResult:
+    """Materialize raw -> clean -> features for one month, as the ingest job does (without raising)."""
+    register_months(instance, [month])
+    return dg.materialize(
+        INGEST_ASSETS,
+        partition_key=month,
+        instance=instance,
+        resources={"landing": landing, "io_manager": storage},
+        raise_on_error=False,
+    )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}

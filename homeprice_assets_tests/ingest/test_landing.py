@@ -1,0 +1,92 @@
+"""The landing zone: local folders, S3 on a local moto server, and the `homeprice land` command."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from homeprice_assets.config import load_config
+from homeprice_assets.ingest.landing import land_history
+from homeprice_assets.resources.landing import (
+    LocalLandingZone,
+    S3LandingZone,
+    landing_zone_from_url,
+    month_of,
+)
+from homeprice_assets_tests.helpers import ingest_month
+
+CONFIG = load_config().data
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with throwaway credentials."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address  # the OS-chosen port
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="sales")
+    yield endpoint
+    server.stop()
+
+
+def test_month_of_paths() -> None:
+    assert month_of("sales_2014-06.csv") == "2014-06"
+    assert month_of("2014-06/export.parquet") == "2014-06"
+    assert month_of("2013-01/sales_2014-06.csv") == "2014-06"  # the most specific (last) wins
+    assert month_of("sales.csv") is None
+    assert month_of("2014-13.csv") is None
+
+
+def test_landing_url_picks_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOMEPRICE_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3 = landing_zone_from_url("s3://bucket/some/prefix")
+    assert isinstance(s3, S3LandingZone) and (s3.bucket, s3.prefix) == ("bucket", "some/prefix")
+    assert s3.endpoint_url == "http://127.0.0.1:9"
+    local = landing_zone_from_url(str(tmp_path))
+    assert isinstance(local, LocalLandingZone) and local.describe() == str(tmp_path)
+    with pytest.raises(ValueError, match="no bucket"):
+        landing_zone_from_url("s3:///prefix")
+    with pytest.raises(ValueError, match="unsupported scheme 'gs'"):
+        landing_zone_from_url("gs://bucket/x")
+
+
+def test_s3_landing_zone_end_to_end(s3_endpoint: str, instance, storage, bundled_sales) -> None:
+    zone = S3LandingZone(bucket="sales", prefix="seattle/incoming", endpoint_url=s3_endpoint)
+    months = land_history(zone, CONFIG, since="2016-01", until="2016-02")
+    files = zone.list_files()
+    assert [f.key for f in files] == ["sales_2016-01.csv", "sales_2016-02.csv"]
+    assert all(len(f.fingerprint) == 32 for f in files)  # S3 ETags
+    objects = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="sales")["Contents"]
+    assert {o["Key"] for o in objects} == {f"seattle/incoming/sales_{m}.csv" for m in months}
+    result = ingest_month("2016-02", instance, zone, storage)
+    assert result.success
+    clean = result.output_for_node("clean_sales", "clean_sales")
+    assert len(clean) == bundled_sales["sale_date"].str.startswith("2016-02").sum()
+
+
+def test_land_command(tmp_path: Path) -> None:
+    env_home = tmp_path / "home"
+    cmd = [sys.executable, "-m", "homeprice_assets.cli", "land", "--until", "2010-03"]
+    env = {"HOMEPRICE_HOME": str(env_home), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "landed 3 month(s) 2010-01..2010-03" in done.stdout
+    assert sorted(p.name for p in (env_home / "landing").iterdir()) == [
+        "sales_2010-01.csv",
+        "sales_2010-02.csv",
+        "sales_2010-03.csv",
+    ]
+    bad = subprocess.run([*cmd[:-1], "2010-3x"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "until: expected a month like 2014-06, got '2010-3x'" in bad.stderr

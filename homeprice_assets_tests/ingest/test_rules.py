@@ -1,0 +1,87 @@
+"""Each kind of bad row is caught by its named rule; good rows all survive; nothing is lost."""
+
+import pandas as pd
+import pytest
+
+from homeprice_assets.config import load_config
+from homeprice_assets.ingest.rules import RULES, SchemaError, clean_sales, combine_landed, content_version
+
+CONFIG = load_config().data
+
+
+@pytest.fixture(scope="module")
+def month_rows(bundled_sales: pd.DataFrame) -> pd.DataFrame:
+    rows = bundled_sales[bundled_sales["sale_date"].str.startswith("2014-06")].reset_index(drop=True)
+    assert len(rows) > 500
+    return rows
+
+
+BAD_CASES = {
+    "missing_required_value": ("sale_price", ""),
+    "unparsable_date": ("sale_date", "2014-13-45"),
+    "date_outside_partition": ("sale_date", "2013-01-15"),
+    "non_numeric_value": ("tot_sf", "big"),
+    "nonpositive_price": ("sale_price", "-5000"),
+    "nonpositive_living_area": ("tot_sf", "0"),
+    "implausible_coordinates": ("latitude", "123.4"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(BAD_CASES))
+def test_each_bad_value_is_quarantined_by_its_rule(month_rows: pd.DataFrame, rule: str) -> None:
+    column, value = BAD_CASES[rule]
+    raw = month_rows.copy()
+    bad_idx = [3, 10, 42]
+    raw.loc[bad_idx, column] = value
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert result.counts_by_rule[rule] == len(bad_idx)
+    assert sum(result.counts_by_rule.values()) == len(bad_idx)
+    assert set(result.quarantine["sale_id"]) == set(raw.loc[bad_idx, "sale_id"])
+    assert (result.quarantine["rule"] == rule).all()
+    # every good row reaches clean, with its id
+    good_ids = set(raw.drop(index=bad_idx)["sale_id"])
+    assert set(result.clean["sale_id"]) == good_ids
+    assert len(result.clean) + len(result.quarantine) == len(raw)
+
+
+def test_nulls_in_optional_columns_are_kept(month_rows: pd.DataFrame) -> None:
+    raw = month_rows.copy()
+    raw.loc[:9, "beds"] = None
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert len(result.clean) == len(raw)
+    assert result.clean["beds"].isna().sum() == 10
+
+
+def test_duplicate_sale_id_is_quarantined_not_dropped(month_rows: pd.DataFrame) -> None:
+    raw = pd.concat([month_rows, month_rows.iloc[[0]].assign(sale_price="1")], ignore_index=True)
+    raw.loc[len(raw) - 1, "sale_price"] = str(int(float(raw.loc[0, "sale_price"])) + 1000)
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert result.counts_by_rule["duplicate_sale"] == 1
+    assert result.quarantine.iloc[0]["sale_id"] == month_rows.iloc[0]["sale_id"]
+    assert len(result.clean) == len(month_rows)
+
+
+def test_missing_required_column_names_it(month_rows: pd.DataFrame) -> None:
+    with pytest.raises(SchemaError, match=r"'living_sf' \(source column 'tot_sf'\)"):
+        clean_sales(month_rows.drop(columns=["tot_sf"]), CONFIG, month="2014-06")
+
+
+def test_typed_output(month_rows: pd.DataFrame) -> None:
+    clean = clean_sales(month_rows, CONFIG, month="2014-06").clean
+    assert str(clean["sale_price"].dtype) == "float64"
+    assert pd.api.types.is_datetime64_any_dtype(clean["sale_date"])
+    assert (clean["sale_month"] == "2014-06").all()
+    assert set(RULES) >= {"duplicate_sale", "nonpositive_price"}
+
+
+def test_file_landed_twice_adds_no_rows_and_keeps_version(month_rows: pd.DataFrame) -> None:
+    once, repeated_once = combine_landed([("a/2014-06.csv", "h1", month_rows)])
+    twice, repeated = combine_landed(
+        [("a/2014-06.csv", "h1", month_rows), ("b/2014-06.csv", "h1", month_rows)]
+    )
+    overlap, _ = combine_landed(
+        [("a/2014-06.csv", "h1", month_rows.iloc[:300]), ("b/2014-06.csv", "h2", month_rows.iloc[200:])]
+    )
+    assert repeated_once == 0 and repeated == len(month_rows)
+    assert len(twice) == len(once) == len(overlap) == len(month_rows)
+    assert content_version(once) == content_version(twice) == content_version(overlap)
