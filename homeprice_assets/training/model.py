@@ -1,0 +1,286 @@
+"""The served home-price model: raw sale fields in, price with a calibrated interval out.
+
+``log price = market index(location, month) + trees(features)``. The index (``market_index.py``) carries the
+price level and its trend past the last training month; LightGBM learns the quality-adjusted rest, which does
+not drift, so its inability to extrapolate no longer costs forward accuracy. The model does its own feature
+engineering with ``make_features`` so that serving needs nothing but the raw fields.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from homeprice_assets.features.engineering import (
+    FEATURE_VERSION,
+    FEATURES,
+    INPUT_FIELDS,
+    make_features,
+)
+from homeprice_assets.training.market_index import IndexParams, MarketIndex
+from homeprice_assets.training.splits import month_of, training_split
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "regression",
+    "learning_rate": 0.05,
+    "num_leaves": 63,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "num_boost_round": 2000,
+    "early_stopping_rounds": 100,
+    "seed": 7,
+    "num_threads": 2,
+    "verbose": -1,
+    # homeprice settings (not LightGBM's)
+    "use_market_index": True,
+    "time_feature": False,  # months_since_origin as a tree feature (on top of the index)
+}
+_OWN_KEYS = ("num_boost_round", "early_stopping_rounds", "use_market_index", "time_feature")
+INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
+
+
+class HomePriceModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: ``predict`` returns ``price``, ``price_lower``, ``price_upper`` for each input row.
+
+    ``sale_date`` may be omitted (or null): the home is then valued as of ``trained_through``, the last month
+    the model has seen, the freshest date for which its price level is estimated rather than forecast.
+    """
+
+    def __init__(
+        self,
+        booster: lgb.Booster,
+        index: MarketIndex | None,
+        feature_names: list[str],
+        location_categories: list[str],
+        calibration_scores: np.ndarray,
+        interval_level: float,
+        trained_through: str,
+        locations: dict[str, int],
+        params: dict[str, Any],
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.booster = booster
+        self.index = index
+        self.feature_names = list(feature_names)
+        self.location_categories = list(location_categories)
+        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=float))
+        self.interval_level = float(interval_level)
+        self.trained_through = trained_through
+        self.locations = dict(locations)
+        self.params = dict(params)
+        self.input_fields = list(INPUT_FIELDS)
+        self.feature_version = FEATURE_VERSION
+        self.facts = dict(facts or {})
+        self._explainer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_explainer"] = None  # rebuilt on demand; SHAP explainers do not pickle reliably
+        return state
+
+    # ---------------------------------------------------------------------------------------------------
+    @property
+    def reference_date(self) -> pd.Timestamp:
+        """"Today" for requests without ``sale_date``: the first day of the last training month."""
+        return pd.Timestamp(f"{self.trained_through}-01")
+
+    def conformal_quantile(self, level: float | None = None) -> float:
+        """Split-conformal half-width (log units) for ``level``, with the finite-sample correction."""
+        level = self.interval_level if level is None else float(level)
+        scores = self.calibration_scores
+        n = len(scores)
+        if n == 0:
+            return float("inf")
+        k = int(np.ceil((n + 1) * level))
+        return float(scores[min(k, n) - 1])
+
+    def _inputs(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        frame = pd.DataFrame(model_input).copy()
+        date = pd.to_datetime(frame["sale_date"], errors="coerce") if "sale_date" in frame else None
+        if date is None:
+            date = pd.Series(pd.NaT, index=frame.index)
+        frame["sale_date"] = date.fillna(self.reference_date)
+        return frame
+
+    def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """The model's feature frame for raw inputs (location as the training categories)."""
+        feats = make_features(self._inputs(model_input))
+        feats["location"] = pd.Categorical(feats["location"].astype(str), categories=self.location_categories)
+        return feats
+
+    def _index(self, feats: pd.DataFrame) -> np.ndarray:
+        if self.index is None:
+            return np.zeros(len(feats))
+        return self.index.value(feats["location"].astype(str).to_numpy(), feats["months_since_origin"].to_numpy())
+
+    def predict_log(self, model_input: pd.DataFrame) -> np.ndarray:
+        """Log price for raw inputs."""
+        feats = self.features(model_input)
+        return self.booster.predict(feats[self.feature_names]) + self._index(feats)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Price and interval; ``params={"interval_level": 0.9}`` asks for another coverage level."""
+        level = (params or {}).get("interval_level") or self.interval_level
+        log_price = self.predict_log(model_input)
+        q = self.conformal_quantile(level)
+        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
+        return pd.DataFrame(
+            {
+                "price": np.exp(log_price),
+                "price_lower": np.exp(log_price - q),
+                "price_upper": np.exp(log_price + q),
+            },
+            index=index,
+        )
+
+    # ---------------------------------------------------------------------------------------------------
+    def explain(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Per-row contributions in log-price units: one column per tree feature, ``market_index``, and
+        ``base_value``; each row sums to the predicted log price.
+
+        Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
+        SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran.
+        """
+        feats = self.features(df)
+        x = feats[self.feature_names]
+        method = "shap.TreeExplainer"
+        try:
+            import shap
+
+            if self._explainer is None:
+                self._explainer = shap.TreeExplainer(self.booster)
+            values = np.asarray(self._explainer.shap_values(x))
+            base = float(np.ravel(self._explainer.expected_value)[0])
+            base_values = np.full(len(x), base)
+        except Exception:  # pragma: no cover - depends on the SHAP/LightGBM pair
+            method = "lightgbm.pred_contrib"
+            contrib = self.booster.predict(x, pred_contrib=True)
+            values, base_values = contrib[:, :-1], contrib[:, -1]
+        out = pd.DataFrame(values, columns=self.feature_names, index=df.index)
+        out["market_index"] = self._index(feats)
+        out["base_value"] = base_values
+        out.attrs["method"] = method
+        return out
+
+
+# -------------------------------------------------------------------------------------------------------
+def _tree_frame(table: pd.DataFrame, feature_names: list[str], categories: list[str]) -> pd.DataFrame:
+    x = table[feature_names].copy()
+    if "location" in x:
+        x["location"] = pd.Categorical(x["location"].astype(str), categories=categories)
+    return x
+
+
+def _split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], IndexParams]:
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    index_params = IndexParams(**{k: merged.pop(k) for k in INDEX_KEYS if k in merged})
+    own = {k: merged.pop(k) for k in _OWN_KEYS}
+    return merged, own, index_params
+
+
+def fit_price_model(
+    train: pd.DataFrame,
+    params: dict[str, Any] | None = None,
+    *,
+    interval_level: float = 0.8,
+    calibration_months: int = 3,
+    early_stopping_months: int = 3,
+) -> HomePriceModel:
+    """Fit the index and the trees on ``train`` (a ``feature_table``), calibrate the interval, return the model.
+
+    Order (each step uses only earlier months than the slice it is judged on):
+    1. calibration slice = last ``calibration_months`` of ``train``; early-stopping slice = the months before;
+    2. index on the rest, trees on log price minus index with early stopping, then refit on rest + ES months;
+    3. conformal scores = |log error| on the calibration slice, with the index *forecast* into it, as serving
+       will forecast into the months after training;
+    4. the index is refit on all of ``train`` so the served level includes the newest months (the trees,
+       which the scores judge, stay as they were).
+    """
+    started = time.perf_counter()
+    lgb_params, own, index_params = _split_params(params or {})
+    train = train.sort_values("sale_date", kind="stable")
+    split = training_split(train, calibration_months, early_stopping_months)
+    use_index = bool(own["use_market_index"])
+    feature_names = [f for f in FEATURES if own["time_feature"] or not use_index or f != "months_since_origin"]
+    categories = sorted(train["location"].astype(str).unique())
+
+    def fit_index(frame: pd.DataFrame) -> MarketIndex | None:
+        if not use_index:
+            return None
+        return MarketIndex(params=index_params).fit(frame, np.log(frame["sale_price"].to_numpy()))
+
+    def target(frame: pd.DataFrame, index: MarketIndex | None) -> np.ndarray:
+        y = np.log(frame["sale_price"].to_numpy())
+        if index is None:
+            return y
+        return y - index.value(frame["location"].astype(str).to_numpy(), frame["months_since_origin"].to_numpy())
+
+    fit_all = split.fit_all
+    index = fit_index(fit_all)
+    rounds = int(own["num_boost_round"])
+    best_iteration = rounds
+    if len(split.early_stopping) and own["early_stopping_rounds"]:
+        # The index for the early-stopping months is fit on the same rows; its level is a handful of
+        # parameters per month, so it barely favours those rows, while the trees never see them.
+        dtrain = lgb.Dataset(_tree_frame(split.fit, feature_names, categories), target(split.fit, index))
+        dvalid = lgb.Dataset(
+            _tree_frame(split.early_stopping, feature_names, categories),
+            target(split.early_stopping, index),
+            reference=dtrain,
+        )
+        probe = lgb.train(
+            lgb_params,
+            dtrain,
+            num_boost_round=rounds,
+            valid_sets=[dvalid],
+            callbacks=[lgb.early_stopping(int(own["early_stopping_rounds"]), verbose=False)],
+        )
+        best_iteration = max(int(probe.best_iteration or rounds), 1)
+        # More rows after refitting on fit + ES months: scale the rounds up by the row ratio (capped).
+        best_iteration = int(best_iteration * min(len(fit_all) / max(len(split.fit), 1), 1.25))
+    booster = lgb.train(
+        lgb_params,
+        lgb.Dataset(_tree_frame(fit_all, feature_names, categories), target(fit_all, index)),
+        num_boost_round=best_iteration,
+    )
+
+    model = HomePriceModel(
+        booster=booster,
+        index=index,
+        feature_names=feature_names,
+        location_categories=categories,
+        calibration_scores=np.zeros(0),
+        interval_level=interval_level,
+        trained_through=month_of(fit_all).max(),
+        locations={},
+        params={**lgb_params, **own, **index_params.__dict__, "best_iteration": best_iteration},
+    )
+    if len(split.calibration):
+        cal = split.calibration
+        log_pred = model.predict_log(cal[list(INPUT_FIELDS)])
+        model.calibration_scores = np.sort(np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred))
+        model.index = fit_index(train)
+
+    model.trained_through = month_of(train).max()
+    model.locations = {str(k): int(v) for k, v in train["location"].astype(str).value_counts().sort_index().items()}
+    model.facts = {
+        "train_rows": len(train),
+        "fit_rows": len(fit_all),
+        "calibration_rows": len(split.calibration),
+        "early_stopping_rows": len(split.early_stopping),
+        "ranges": split.ranges(),
+        "best_iteration": best_iteration,
+        "conformal_half_width_log": model.conformal_quantile(),
+        "fit_seconds": round(time.perf_counter() - started, 2),
+    }
+    return model

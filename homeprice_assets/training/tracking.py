@@ -1,0 +1,247 @@
+"""MLflow packaging of ``HomePriceModel``: log as a pyfunc, register, move aliases, check input schemas.
+
+The logged model is the *whole* predictor (feature engineering, index, trees, interval), so anything that can
+call ``mlflow.pyfunc.load_model("models:/homeprice@champion")`` can price a home. The model class is pickled by
+reference, so the loading process needs the ``homeprice`` package importable (it is, wherever the project
+is installed: Dagster, BentoML, tests); the other requirements are pinned in ``pip_requirements``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import ColSpec, Schema
+
+from homeprice_assets.config import REQUIRED_COLUMNS
+from homeprice_assets.features.engineering import INPUT_FIELDS
+from homeprice_assets.training.model import HomePriceModel
+
+DEFAULT_MODEL_NAME = "homeprice"
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+ARTIFACT_NAME = "model"
+_PINNED = ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "scipy", "shap", "cloudpickle")
+
+
+class FeatureMismatchError(ValueError):
+    """The inputs do not match the model's logged input schema (missing, extra or retyped columns)."""
+
+    def __init__(self, missing: list[str], extra: list[str], retyped: dict[str, tuple[str, str]]) -> None:
+        self.missing, self.extra, self.retyped = missing, extra, retyped
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        if retyped:
+            parts.append(
+                "retyped column(s) "
+                + ", ".join(f"{c!r} (model expects {want}, got {got})" for c, (want, got) in retyped.items())
+            )
+        super().__init__("feature mismatch with the model's input schema: " + "; ".join(parts))
+
+
+def pip_requirements() -> list[str]:
+    """Exact versions of the packages the pickled model needs, as installed here."""
+    out = []
+    for pkg in _PINNED:
+        try:
+            out.append(f"{pkg}=={importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            out.append(pkg)
+    return out
+
+
+def input_example(table: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """Raw input fields of a few rows of a feature table: what a caller sends to the served model."""
+    return table[list(INPUT_FIELDS)].head(rows).reset_index(drop=True)
+
+
+def model_signature(model: HomePriceModel, example: pd.DataFrame) -> ModelSignature:
+    """Signature from ``example``; only the required canonical fields are required, ``sale_date`` is not."""
+    output = model.predict(None, example)
+    inferred = infer_signature(example, output, params={"interval_level": model.interval_level})
+    cols = []
+    for spec in inferred.inputs.inputs:
+        required = spec.name in REQUIRED_COLUMNS and spec.name != "sale_date"
+        cols.append(ColSpec(type=spec.type, name=spec.name, required=required))
+    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs, params=inferred.params)
+
+
+def log_price_model(
+    model: HomePriceModel,
+    example: pd.DataFrame,
+    name: str = ARTIFACT_NAME,
+    registered_model_name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ModelInfo:
+    """Log ``model`` as a pyfunc in the active run (one is started and ended if none is active).
+
+    ``example`` is raw input rows (see ``input_example``); it fixes the signature the validation step
+    checks inputs against. Pass ``registered_model_name`` to also register a new version.
+    """
+    example = example[[c for c in INPUT_FIELDS if c in example.columns]].reset_index(drop=True)
+    signature = model_signature(model, example)
+    meta = {
+        "trained_through": model.trained_through,
+        "interval_level": model.interval_level,
+        "feature_version": model.feature_version,
+        "feature_names": list(model.feature_names),
+        "homeprice_version": _version("homeprice"),
+        **(metadata or {}),
+    }
+    started = mlflow.active_run() is None
+    if started:
+        mlflow.start_run()
+    try:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=model,
+            pip_requirements=pip_requirements(),
+            signature=signature,
+            input_example=example,
+            metadata=meta,
+            registered_model_name=registered_model_name,
+        )
+    finally:
+        if started:
+            mlflow.end_run()
+
+
+def register_model(
+    model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: dict[str, str] | None = None, timeout_s: float = 60
+) -> ModelVersion:
+    """Register ``model_uri`` (e.g. ``ModelInfo.model_uri``) as a new version of ``name``; wait until READY."""
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client = MlflowClient()
+    deadline = time.monotonic() + timeout_s
+    while version.status != "READY" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        version = client.get_model_version(name, version.version)
+    return version
+
+
+def alias_version(alias: str, name: str = DEFAULT_MODEL_NAME) -> ModelVersion | None:
+    """The version behind ``alias``, or None when the alias (or the registered model) does not exist."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(alias: str, version: str | int, name: str = DEFAULT_MODEL_NAME) -> None:
+    """Point ``alias`` at ``version`` (moving it if it points elsewhere)."""
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def delete_alias(alias: str, name: str = DEFAULT_MODEL_NAME) -> None:
+    """Remove ``alias`` if present."""
+    if alias_version(alias, name) is not None:
+        MlflowClient().delete_registered_model_alias(name, alias)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    champion: str
+    previous: str | None
+    changed: bool
+
+
+def promote(version: str | int, name: str = DEFAULT_MODEL_NAME) -> Promotion:
+    """Make ``version`` the champion; the old champion becomes ``previous`` (for rollback).
+
+    Idempotent: promoting the version that is already champion changes nothing.
+    """
+    version = str(version)
+    current = alias_version(CHAMPION, name)
+    if current is not None and str(current.version) == version:
+        prev = alias_version(PREVIOUS, name)
+        return Promotion(champion=version, previous=prev.version if prev else None, changed=False)
+    if current is not None:
+        set_alias(PREVIOUS, current.version, name)
+    set_alias(CHAMPION, version, name)
+    return Promotion(champion=version, previous=current.version if current else None, changed=True)
+
+
+def model_uri(alias: str = CHAMPION, name: str = DEFAULT_MODEL_NAME) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def load_price_model(uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]:
+    """(pyfunc, HomePriceModel) for ``uri``: the pyfunc enforces the schema; the inner model explains."""
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    return pyfunc, pyfunc.unwrap_python_model()
+
+
+def input_schema(model: str | mlflow.pyfunc.PyFuncModel) -> Schema:
+    """The logged input schema of a model URI or loaded pyfunc."""
+    if isinstance(model, str):
+        info = mlflow.models.get_model_info(model)
+        signature = info.signature
+    else:
+        signature = model.metadata.signature
+    if signature is None or signature.inputs is None:
+        raise ValueError("the model was logged without an input signature")
+    return signature.inputs
+
+
+_COMPATIBLE = {
+    # MLflow converts these losslessly during schema enforcement
+    "double": {"double", "float", "long", "integer"},
+    "float": {"float", "integer"},
+    "long": {"long", "integer"},
+    "datetime": {"datetime", "string"},
+}
+
+
+def _mlflow_type(series: pd.Series) -> str:
+    try:
+        return infer_signature(series.to_frame()).inputs.inputs[0].type.name
+    except Exception:
+        return str(series.dtype)
+
+
+def check_feature_mismatch(
+    frame: pd.DataFrame,
+    model: str | mlflow.pyfunc.PyFuncModel | Schema,
+    allow_extra: bool = False,
+    require_optional: bool = True,
+) -> None:
+    """Raise ``FeatureMismatchError`` naming missing, extra and retyped columns of ``frame``.
+
+    Validation data must carry every column the model was logged with (``require_optional=True``): a
+    feature silently missing there would score a different model than the one trained. Serving passes
+    ``require_optional=False``, accepting what the schema marks optional (``sale_date``, optional fields).
+    A column is retyped when MLflow could not convert it losslessly to the logged type.
+    """
+    schema = model if isinstance(model, Schema) else input_schema(model)
+    specs = {s.name: s for s in schema.inputs}
+    missing = [n for n, s in specs.items() if n not in frame.columns and (require_optional or s.required)]
+    extra = [] if allow_extra else [c for c in frame.columns if c not in specs]
+    retyped: dict[str, tuple[str, str]] = {}
+    for name, spec in specs.items():
+        if name not in frame.columns or frame[name].isna().all():
+            continue
+        want = spec.type.name
+        got = _mlflow_type(frame[name])
+        if got != want and got not in _COMPATIBLE.get(want, set()):
+            retyped[name] = (want, got)
+    if missing or extra or retyped:
+        raise FeatureMismatchError(missing, extra, retyped)
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
