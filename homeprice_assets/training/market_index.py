@@ -80,8 +80,9 @@ class MarketIndex:
         # Quadratic terms let the hedonic part bend (price per square foot falls with size, grade is convex).
         hed = np.column_stack([hed, hed[:, :3] ** 2])
 
-        self.knots = np.unique(np.append(np.arange(self.first_month, self.last_month + 1, p.knot_months),
-                                          self.last_month)).astype(float)
+        self.knots = np.unique(
+            np.append(np.arange(self.first_month, self.last_month + 1, p.knot_months), self.last_month)
+        ).astype(float)
         basis = _hat_basis(t.astype(float), self.knots)  # n x K
         n_knots = basis.shape[1]
 
@@ -94,7 +95,9 @@ class MarketIndex:
         # location x knot interactions
         lb_rows = np.repeat(rows, n_knots)
         lb_cols = (loc_code[:, None] * n_knots + np.arange(n_knots)[None, :]).ravel()
-        blocks.append(sparse.csr_matrix((basis.ravel(), (lb_rows, lb_cols)), shape=(n, len(loc_levels) * n_knots)))
+        blocks.append(
+            sparse.csr_matrix((basis.ravel(), (lb_rows, lb_cols)), shape=(n, len(loc_levels) * n_knots))
+        )
         x = sparse.hstack(blocks).tocsr()
 
         sizes = [blocks[0].shape[1], len(loc_levels), n_months, len(loc_levels) * n_knots]
@@ -114,7 +117,7 @@ class MarketIndex:
 
         month = beta[m0:m1]
         self.month_effect = month - month[-1]  # level 0 at the last training month; only changes matter
-        dev = beta[offsets[3]:offsets[4]].reshape(len(loc_levels), n_knots)
+        dev = beta[offsets[3] : offsets[4]].reshape(len(loc_levels), n_knots)
         self.location_dev = {str(loc): dev[i] for i, loc in enumerate(loc_levels)}
         k = min(p.trend_months, n_months)
         if k >= 3:

@@ -89,7 +89,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # ---------------------------------------------------------------------------------------------------
     @property
     def reference_date(self) -> pd.Timestamp:
-        """"Today" for requests without ``sale_date``: the first day of the last training month."""
+        """ "Today" for requests without ``sale_date``: the first day of the last training month."""
         return pd.Timestamp(f"{self.trained_through}-01")
 
     def conformal_quantile(self, level: float | None = None) -> float:
@@ -119,7 +119,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     def _index(self, feats: pd.DataFrame) -> np.ndarray:
         if self.index is None:
             return np.zeros(len(feats))
-        return self.index.value(feats["location"].astype(str).to_numpy(), feats["months_since_origin"].to_numpy())
+        return self.index.value(
+            feats["location"].astype(str).to_numpy(), feats["months_since_origin"].to_numpy()
+        )
 
     def predict_log(self, model_input: pd.DataFrame) -> np.ndarray:
         """Log price for raw inputs."""
@@ -196,7 +198,7 @@ def fit_price_model(
     calibration_months: int = 3,
     early_stopping_months: int = 3,
 ) -> HomePriceModel:
-    """Fit the index and the trees on ``train`` (a ``feature_table``), calibrate the interval, return the model.
+    """Fit index and trees on ``train`` (a ``feature_table``), calibrate the interval, return the model.
 
     Order (each step uses only earlier months than the slice it is judged on):
     1. calibration slice = last ``calibration_months`` of ``train``; early-stopping slice = the months before;
@@ -211,7 +213,9 @@ def fit_price_model(
     train = train.sort_values("sale_date", kind="stable")
     split = training_split(train, calibration_months, early_stopping_months)
     use_index = bool(own["use_market_index"])
-    feature_names = [f for f in FEATURES if own["time_feature"] or not use_index or f != "months_since_origin"]
+    feature_names = [
+        f for f in FEATURES if own["time_feature"] or not use_index or f != "months_since_origin"
+    ]
     categories = sorted(train["location"].astype(str).unique())
 
     def fit_index(frame: pd.DataFrame) -> MarketIndex | None:
@@ -223,7 +227,9 @@ def fit_price_model(
         y = np.log(frame["sale_price"].to_numpy())
         if index is None:
             return y
-        return y - index.value(frame["location"].astype(str).to_numpy(), frame["months_since_origin"].to_numpy())
+        return y - index.value(
+            frame["location"].astype(str).to_numpy(), frame["months_since_origin"].to_numpy()
+        )
 
     fit_all = split.fit_all
     index = fit_index(fit_all)
@@ -272,7 +278,9 @@ def fit_price_model(
         model.index = fit_index(train)
 
     model.trained_through = month_of(train).max()
-    model.locations = {str(k): int(v) for k, v in train["location"].astype(str).value_counts().sort_index().items()}
+    model.locations = {
+        str(k): int(v) for k, v in train["location"].astype(str).value_counts().sort_index().items()
+    }
     model.facts = {
         "train_rows": len(train),
         "fit_rows": len(fit_all),

@@ -65,8 +65,10 @@ class TrainingSplit:
         }
 
 
-def training_split(train: pd.DataFrame, calibration_months: int = 3, early_stopping_months: int = 3) -> TrainingSplit:
-    """Cut the calibration slice from the end of ``train``, then the early-stopping slice from what is left."""
+def training_split(
+    train: pd.DataFrame, calibration_months: int = 3, early_stopping_months: int = 3
+) -> TrainingSplit:
+    """Cut the calibration slice from the end of ``train``, then the early-stopping slice before it."""
     rest, calibration = split_tail(train, calibration_months)
     fit, early = split_tail(rest, early_stopping_months)
     if not len(fit):

@@ -1,9 +1,9 @@
 """MLflow packaging of ``HomePriceModel``: log as a pyfunc, register, move aliases, check input schemas.
 
-The logged model is the *whole* predictor (feature engineering, index, trees, interval), so anything that can
-call ``mlflow.pyfunc.load_model("models:/homeprice@champion")`` can price a home. The model class is pickled by
-reference, so the loading process needs the ``homeprice`` package importable (it is, wherever the project
-is installed: Dagster, BentoML, tests); the other requirements are pinned in ``pip_requirements``.
+The logged model is the *whole* predictor (feature engineering, index, trees, interval), so anything that
+can call ``mlflow.pyfunc.load_model("models:/homeprice@champion")`` can price a home. The model class is
+pickled by reference, so the loading process needs the ``homeprice`` package importable (it is wherever
+the project is installed: Dagster, BentoML, tests); other requirements are pinned in ``pip_requirements``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def log_price_model(
 def register_model(
     model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: dict[str, str] | None = None, timeout_s: float = 60
 ) -> ModelVersion:
-    """Register ``model_uri`` (e.g. ``ModelInfo.model_uri``) as a new version of ``name``; wait until READY."""
+    """Register ``model_uri`` (``ModelInfo.model_uri``) as a new version of ``name``; wait until READY."""
     version = mlflow.register_model(model_uri, name, tags=tags)
     client = MlflowClient()
     deadline = time.monotonic() + timeout_s
