@@ -47,7 +47,7 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def instance():  # noqa: ANN201 - a DagsterInstance context
+def instance():
     """An ephemeral Dagster instance (SQLite in a temp folder) for one test."""
     import dagster as dg
 
@@ -56,14 +56,14 @@ def instance():  # noqa: ANN201 - a DagsterInstance context
 
 
 @pytest.fixture
-def landing(project_home: Path):  # noqa: ANN201
+def landing(project_home: Path):
     from homeprice_assets.resources.landing import LocalLandingZone
 
     return LocalLandingZone(root=str(project_home / "landing"))
 
 
 @pytest.fixture
-def storage(project_home: Path):  # noqa: ANN201
+def storage(project_home: Path):
     from homeprice_assets.resources.storage import ParquetStorage
 
     return ParquetStorage(base_dir=str(project_home / "storage"))

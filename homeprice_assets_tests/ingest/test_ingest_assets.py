@@ -64,11 +64,11 @@ def test_rematerializing_is_idempotent(instance, landing, storage, project_home:
         first.output_for_node("clean_sales", "clean_sales").drop(columns=["_source_file"]),
         second.output_for_node("clean_sales", "clean_sales").drop(columns=["_source_file"]),
     )
-    meta = [
+    meta = next(
         e.materialization.metadata
         for e in second.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey("raw_sales")
-    ][0]
+    )
     assert meta["repeated_rows_left_out"].value == len(first_raw)
 
 
