@@ -38,6 +38,12 @@ class DriftSettings(_Strict):
     exclude_features: list[str] = Field(default_factory=lambda: ["months_since_origin"])
     # Target drift alone (prices move every month) is reported but only counts as drift when this is True.
     target_drift_counts: bool = False
+    # Prediction drift: the serving champion (registered model @ alias) scores both sides when it exists.
+    prediction_drift: bool = True
+    model_name: str = "homeprice"
+    champion_alias: str = "champion"
+    # MLflow experiment the drift reports are logged to.
+    mlflow_experiment: str = "homeprice-monitoring"
 
 
 class AutomationSettings(_Strict):
@@ -87,6 +93,8 @@ class AlertSettings(_Strict):
     dedup_minutes: float = Field(default=60.0, ge=0.0)
     email: EmailSettings = Field(default_factory=EmailSettings)
     timeout_seconds: float = 10.0
+    # Failed checks of WARN severity (row count, freshness, null rates) alert too if True; ERROR ones always.
+    alert_on_warn_checks: bool = False
 
 
 def monitoring_settings(config: ProjectConfig | None = None) -> MonitoringSettings:

@@ -1,0 +1,170 @@
+"""``drift_report``: the newest ready month against the training window, as an Evidently report.
+
+Only months whose blocking checks passed enter either side, so a month held back from the model is not
+measured against it either. The month to measure comes from the run tag ``homeprice/month`` (set by the
+retrain sensor) or is the newest ready month.
+"""
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from homeprice_assets.config import homeprice_home, mlflow_tracking_uri
+from homeprice_assets.features.engineering import INPUT_FIELDS
+from homeprice_assets.monitoring.checks import DRIFT_CHECK, drift_within_threshold
+from homeprice_assets.monitoring.drift import PREDICTION, DriftSummary, compute_drift
+from homeprice_assets.monitoring.settings import DriftSettings, alert_settings, monitoring_settings
+from homeprice_assets.monitoring.status import blocking_check_keys, month_status
+
+MONTH_TAG = "homeprice/month"
+log = logging.getLogger(__name__)
+
+
+def choose_months(ready: list[str], current: str | None, reference_months: int) -> tuple[str, list[str]]:
+    """(current month, reference months): the reference is the window just before the current month."""
+    if not ready:
+        raise dg.Failure("drift_report: no sale month has passed its blocking checks yet")
+    current = current or max(ready)
+    if current not in ready:
+        raise dg.Failure(f"drift_report: month {current} is not ready (missing, or blocking checks failed)")
+    earlier = sorted(m for m in ready if m < current)
+    reference = earlier[-reference_months:] if reference_months else earlier
+    if not reference:
+        raise dg.Failure(f"drift_report: no ready month before {current} to compare it with")
+    return current, reference
+
+
+def _champion_predictions(
+    settings: DriftSettings, frames: dict[str, pd.DataFrame], context_log: Any
+) -> dict[str, pd.DataFrame]:
+    """Add the serving champion's predictions to each frame, when there is a champion; else unchanged."""
+    if not settings.prediction_drift:
+        return frames
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(mlflow_tracking_uri())
+        uri = f"models:/{settings.model_name}@{settings.champion_alias}"
+        mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, settings.champion_alias)
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # no registry, no model, no champion yet: prediction drift is simply absent
+        context_log.info(f"prediction drift skipped: no champion model ({type(exc).__name__})")
+        return frames
+    out = {}
+    for name, frame in frames.items():
+        inputs = frame[[c for c in INPUT_FIELDS if c in frame]].copy()
+        predicted = model.predict(inputs)
+        if isinstance(predicted, pd.DataFrame):
+            column = next((c for c in ("price", "prediction", "predicted_price") if c in predicted),
+                          predicted.columns[0])
+            predicted = predicted[column]
+        out[name] = frame.assign(**{PREDICTION: pd.Series(list(predicted), index=frame.index, dtype=float)})
+    return out
+
+
+def _log_to_mlflow(
+    summary: DriftSummary, settings: DriftSettings, reference: list[str], dagster_run_id: str
+) -> tuple[str, str] | None:
+    """Log the HTML and JSON as artifacts of an MLflow run; returns (run id, experiment id)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    experiment = mlflow.set_experiment(settings.mlflow_experiment)
+    with mlflow.start_run(run_name=f"drift-{summary.current_label}") as run:
+        mlflow.set_tags({"homeprice.kind": "drift_report", "dagster.run_id": dagster_run_id,
+                         "homeprice.month": summary.current_label})
+        mlflow.log_params({"current_month": summary.current_label, "reference_from": reference[0],
+                           "reference_to": reference[-1], "reference_rows": summary.reference_rows,
+                           "reference_rows_used": summary.reference_rows_used,
+                           "current_rows": summary.current_rows})
+        metrics = {"drift_share": summary.drift_share, "dataset_drift": float(summary.dataset_drift)}
+        metrics.update({f"drift_score.{c}": d.score for c, d in summary.columns.items()})
+        mlflow.log_metrics(metrics)
+        for path in (summary.html_path, summary.json_path):
+            if path:
+                mlflow.log_artifact(path, artifact_path="drift")
+    return run.info.run_id, experiment.experiment_id
+
+
+@dg.asset(
+    group_name="monitoring",
+    kinds={"evidently", "mlflow"},
+    check_specs=[DRIFT_CHECK],
+    ins={"sale_features": dg.AssetIn()},
+)
+def drift_report(
+    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Data, target and prediction drift of the newest month against the training window (Evidently)."""
+    settings = monitoring_settings().drift
+    checks = blocking_check_keys(getattr(context, "repository_def", None))
+    ready = [m for m in sale_features if month_status(context.instance, m, checks).state == "ready"]
+    held_back = sorted(set(sale_features) - set(ready))
+    current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), settings.reference_months)
+    frames = {"reference": pd.concat([sale_features[m] for m in reference], ignore_index=True),
+              "current": sale_features[current]}
+    frames = _champion_predictions(settings, frames, context.log)
+
+    out_dir = homeprice_home() / "reports" / "drift" / current
+    summary = compute_drift(frames["reference"], frames["current"], settings, out_dir, current_label=current)
+    context.log.info(
+        f"drift {current} vs {reference[0]}..{reference[-1]}: share {summary.drift_share:.2f}, "
+        f"drifted {summary.drifted_features}, dataset drift {summary.dataset_drift}"
+    )
+    mlflow_meta: dict[str, Any] = {}
+    try:
+        logged = _log_to_mlflow(summary, settings, reference, context.run_id)
+    except Exception as exc:  # the report on disk and in Dagster is still worth having
+        context.log.warning(f"drift report not logged to MLflow: {exc!r}")
+        logged = None
+    if logged:
+        run_id, experiment_id = logged
+        mlflow_meta = {"mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
+        base = alert_settings().mlflow_base_url
+        if base:
+            mlflow_meta["mlflow_run"] = dg.MetadataValue.url(
+                f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+            )
+
+    scores = summary.feature_scores
+    table = pd.DataFrame(
+        [
+            {"column": d.column, "kind": d.kind, "method": d.method, "threshold": d.threshold,
+             "score": d.score, "drifted": d.drifted}
+            for d in summary.columns.values()
+        ]
+    )
+    score_md = "| feature | score | drifted |\n|---|---|---|\n" + "\n".join(
+        f"| {c} | {s:.4f} | {'yes' if summary.columns[c].drifted else ''} |"
+        for c, s in sorted(scores.items(), key=lambda kv: -kv[1])
+    )
+    yield dg.Output(
+        table,
+        metadata={
+            "month": current,
+            "reference_months": f"{reference[0]}..{reference[-1]} ({len(reference)} months)",
+            "held_back_months": dg.MetadataValue.json(held_back),
+            "reference_rows": summary.reference_rows,
+            "reference_rows_used": summary.reference_rows_used,
+            "current_rows": summary.current_rows,
+            "dataset_drift": summary.dataset_drift,
+            "drift_share": summary.drift_share,
+            "drift_share_threshold": summary.threshold,
+            "drifted_features": dg.MetadataValue.json(summary.drifted_features),
+            "feature_scores": dg.MetadataValue.json(scores),
+            "scores_table": dg.MetadataValue.md(score_md),
+            "target_drift": str(summary.target_drift),
+            "target_drift_score": summary.score("sale_price") if summary.target_drift is not None else -1.0,
+            "prediction_drift": str(summary.prediction_drift),
+            "method": summary.method,
+            "report_html": dg.MetadataValue.path(str(summary.html_path)),
+            "report_url": dg.MetadataValue.url(Path(str(summary.html_path)).as_uri()),
+            "summary_json": dg.MetadataValue.path(str(summary.json_path)),
+            **mlflow_meta,
+        },
+    )
+    yield drift_within_threshold(summary, settings.feature_score_threshold)

@@ -1,0 +1,36 @@
+"""Monitoring's share of the code location: the drift report, its check, the sensors and the notifier.
+
+Merge with ``dg.Definitions.merge(core, monitoring.defs)``; the ingest job and the ``landing`` resource
+come from the core definitions.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from homeprice_assets.monitoring.assets import drift_report
+from homeprice_assets.monitoring.notify import Notifier
+from homeprice_assets.monitoring.sensors import (
+    build_check_alert_sensor,
+    build_landing_sensor,
+    build_retrain_sensor,
+    build_run_failure_sensor,
+)
+from homeprice_assets.monitoring.settings import monitoring_settings
+
+
+def build_defs() -> dg.Definitions:
+    automation = monitoring_settings().automation
+    return dg.Definitions(
+        assets=[drift_report],
+        sensors=[
+            build_landing_sensor(automation.landing_sensor_interval_seconds),
+            build_retrain_sensor(automation),
+            build_run_failure_sensor(),
+            build_check_alert_sensor(automation.check_alert_sensor_interval_seconds),
+        ],
+        resources={"notifier": Notifier.from_settings()},
+    )
+
+
+defs = build_defs()

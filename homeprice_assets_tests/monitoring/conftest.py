@@ -1,0 +1,124 @@
+"""Real alert receivers on loopback: an HTTP server standing in for a Slack webhook, and an SMTP server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage as Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from aiosmtpd.controller import Controller
+
+from homeprice_assets.monitoring.notify import Notifier
+
+
+@dataclass
+class WebhookReceiver:
+    url: str
+    failing_url: str
+    posts: list[dict] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        return [p["text"] for p in self.posts]
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """Accepts JSON POSTs on ``/hook`` (200) and answers ``/broken`` with HTTP 500."""
+    posts: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/broken":
+                self.send_response(500)
+                self.end_headers()
+                return
+            posts.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield WebhookReceiver(url=f"{base}/hook", failing_url=f"{base}/broken", posts=posts)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@dataclass
+class SmtpReceiver:
+    host: str
+    port: int
+    messages: list[Message] = field(default_factory=list)
+    recipients: list[list[str]] = field(default_factory=list)
+
+    def bodies(self) -> list[str]:
+        return [m.get_content() for m in self.messages]  # type: ignore[attr-defined]
+
+
+class _Collect:
+    def __init__(self, sink: SmtpReceiver) -> None:
+        self.sink = sink
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.sink.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[attr-defined]
+        self.sink.recipients.append(list(envelope.rcpt_tos))  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    sink = SmtpReceiver(host="127.0.0.1", port=_free_port())
+    controller = Controller(_Collect(sink), hostname=sink.host, port=sink.port, ready_timeout=10)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def notifier(webhook: WebhookReceiver, smtp: SmtpReceiver, tmp_path: Path) -> Notifier:
+    """Both channels pointed at the loopback receivers, dedup state in the test's folder."""
+    return Notifier(
+        slack_webhook_url=webhook.url,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_sender="homeprice@test.local",
+        smtp_to=["ops@test.local", "ml@test.local"],
+        dagster_base_url="http://dagster.test:3000",
+        mlflow_base_url="http://mlflow.test:5000",
+        dedup_minutes=30,
+        dedup_db=str(tmp_path / "alerts.sqlite"),
+        timeout_seconds=5,
+    )
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """A persistent (SQLite) instance in the test's folder: sensors need real event and run storage."""
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+        yield inst
