@@ -48,6 +48,8 @@ class IndexParams:
     trend_months: int = 12  # months used to estimate the forecast slope
     damping: float = 1.0  # per-month damping of the forecast slope (1 = straight line)
     max_horizon: int = 24  # the forecast stops rising after this many months
+    seasonal: bool = True  # month-of-year effects (spring sells dearer than winter), repeated in forecasts
+    seasonal_ridge: float = 10.0
 
 
 @dataclass
@@ -61,6 +63,7 @@ class MarketIndex:
     knots: np.ndarray = field(default_factory=lambda: np.zeros(0))
     location_dev: dict[str, np.ndarray] = field(default_factory=dict)
     slope: float = 0.0
+    seasonal_effect: np.ndarray = field(default_factory=lambda: np.zeros(12))
 
     # ----------------------------------------------------------------------------------------------------
     def fit(self, features: pd.DataFrame, log_price: np.ndarray) -> MarketIndex:
@@ -98,9 +101,11 @@ class MarketIndex:
         blocks.append(
             sparse.csr_matrix((basis.ravel(), (lb_rows, lb_cols)), shape=(n, len(loc_levels) * n_knots))
         )
+        moy = (t % 12) if p.seasonal else np.zeros(n, dtype=int)
+        blocks.append(sparse.csr_matrix((np.full(n, float(p.seasonal)), (rows, moy)), shape=(n, 12)))
         x = sparse.hstack(blocks).tocsr()
 
-        sizes = [blocks[0].shape[1], len(loc_levels), n_months, len(loc_levels) * n_knots]
+        sizes = [blocks[0].shape[1], len(loc_levels), n_months, len(loc_levels) * n_knots, 12]
         offsets = np.cumsum([0, *sizes])
         penalty = np.zeros((offsets[-1], offsets[-1]))
         penalty[np.arange(offsets[-1]), np.arange(offsets[-1])] = 1e-4
@@ -110,6 +115,8 @@ class MarketIndex:
             penalty[m0:m1, m0:m1] += p.month_smoothing * d.T @ d
         idx = np.arange(offsets[3], offsets[4])
         penalty[idx, idx] += p.location_ridge
+        sea = np.arange(offsets[4], offsets[5])
+        penalty[sea, sea] += p.seasonal_ridge
 
         xtx = (x.T @ x).toarray() + penalty
         xty = x.T @ log_price
@@ -119,6 +126,8 @@ class MarketIndex:
         self.month_effect = month - month[-1]  # level 0 at the last training month; only changes matter
         dev = beta[offsets[3] : offsets[4]].reshape(len(loc_levels), n_knots)
         self.location_dev = {str(loc): dev[i] for i, loc in enumerate(loc_levels)}
+        seasonal = beta[offsets[4] : offsets[5]]
+        self.seasonal_effect = (seasonal - seasonal.mean()) if p.seasonal else np.zeros(12)
         k = min(p.trend_months, n_months)
         if k >= 3:
             tt = np.arange(k, dtype=float)
@@ -139,7 +148,7 @@ class MarketIndex:
             phi = self.params.damping
             steps = h[ahead] if phi == 1.0 else phi * (1 - phi ** h[ahead]) / (1 - phi)
             out[ahead] = self.month_effect[-1] + self.slope * steps
-        return out
+        return out + self.seasonal_effect[t.astype(int) % 12]
 
     def value(self, location: pd.Series | np.ndarray, t: np.ndarray) -> np.ndarray:
         """Log index for each (location, month); unknown locations get the city-wide index."""

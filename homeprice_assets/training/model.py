@@ -275,7 +275,14 @@ def fit_price_model(
         cal = split.calibration
         log_pred = model.predict_log(cal[list(INPUT_FIELDS)])
         model.calibration_scores = np.sort(np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred))
-        model.index = fit_index(train)
+        refit = fit_index(train)
+        if refit is not None and index is not None:
+            # Align the refit index to the one the trees learned against, over the rows they learned from:
+            # the index's absolute level is arbitrary, and a shift would bias every prediction.
+            loc, t = fit_all["location"].astype(str).to_numpy(), fit_all["months_since_origin"].to_numpy()
+            shift = float(np.mean(index.value(loc, t) - refit.value(loc, t)))
+            refit.month_effect = refit.month_effect + shift
+        model.index = refit
 
     model.trained_through = month_of(train).max()
     model.locations = {
