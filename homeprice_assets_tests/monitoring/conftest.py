@@ -16,8 +16,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from aiosmtpd.controller import Controller
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from homeprice_assets.monitoring.notify import Notifier
+from homeprice_assets.monitoring.settings import AutomationSettings
+from homeprice_assets.resources.landing import LocalLandingZone
 
 
 @dataclass
@@ -120,5 +123,89 @@ def notifier(webhook: WebhookReceiver, smtp: SmtpReceiver, tmp_path: Path) -> No
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A persistent (SQLite) instance in the test's folder: sensors need real event and run storage."""
+    (tmp_path / "dagster").mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
         yield inst
+
+
+# ----------------------------------------------------------------------------------------- code location
+@dataclass
+class Location:
+    """The real ingest + monitoring definitions wired to a test's own stores and receivers."""
+
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    landing: LocalLandingZone
+    home: Path
+
+    def sensor(self, name: str) -> dg.SensorDefinition:
+        return self.defs.get_sensor_def(name)
+
+    def tick(self, name: str, cursor: str | None) -> SensorExecutionData:
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            # With a ref (as under the daemon) new partitions requested in the same tick validate.
+            instance_ref=self.instance.get_ref(),
+            cursor=cursor,
+            definitions=self.defs,
+            sensor_name=name,
+            resources=dict(self.defs.resources or {}),
+        )
+        return self.sensor(name).evaluate_tick(context)
+
+    def execute(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        """Run what a sensor asked for, in-process, as the daemon would launch it."""
+        if request.asset_selection:
+            job = self.defs.resolve_implicit_global_asset_job_def()
+            return job.execute_in_process(
+                instance=self.instance,
+                asset_selection=list(request.asset_selection),
+                tags=request.tags,
+                raise_on_error=False,
+            )
+        job = self.defs.resolve_job_def("ingest_job")
+        return job.execute_in_process(
+            instance=self.instance,
+            partition_key=request.partition_key,
+            tags=request.tags,
+            raise_on_error=False,
+        )
+
+
+def build_location(
+    instance: dg.DagsterInstance, home: Path, notifier: Notifier, automation: AutomationSettings
+) -> Location:
+    from homeprice_assets.definitions import core
+    from homeprice_assets.ingest.jobs import ingest_job
+    from homeprice_assets.monitoring.assets import drift_report
+    from homeprice_assets.monitoring.sensors import (
+        build_check_alert_sensor,
+        build_landing_sensor,
+        build_retrain_sensor,
+        build_run_failure_sensor,
+    )
+    from homeprice_assets.resources.storage import ParquetStorage
+
+    landing = LocalLandingZone(root=str(home / "landing"))
+    defs = dg.Definitions(
+        assets=[*core.assets, drift_report],
+        jobs=[ingest_job],
+        sensors=[
+            build_landing_sensor(),
+            build_retrain_sensor(automation),
+            build_run_failure_sensor(),
+            build_check_alert_sensor(),
+        ],
+        resources={
+            "io_manager": ParquetStorage(base_dir=str(home / "storage")),
+            "landing": landing,
+            "notifier": notifier,
+        },
+    )
+    return Location(defs, instance, landing, home)
+
+
+def apply(location: Location, data: SensorExecutionData) -> None:
+    """What the daemon does with a sensor result besides launching runs: register new partitions."""
+    for request in data.dynamic_partitions_requests or []:
+        location.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
