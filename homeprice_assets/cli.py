@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -85,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    cmd = ["dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    dagster = Path(sys.executable).with_name("dagster")  # the venv's, whether or not it is activated
+    cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(args.port)]
     print(" ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return subprocess.call(cmd, cwd=REPO_ROOT)
 

@@ -14,13 +14,16 @@ from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.storage import ParquetStorage
 
-core = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest_assets, feature_assets]),
-    jobs=[ingest_job],
-    resources={
-        "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
-        "landing": landing_zone_from_url(),
-    },
-)
 
-defs = dg.Definitions.merge(core)
+def _core() -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([ingest_assets, feature_assets]),
+        jobs=[ingest_job],
+        resources={
+            "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
+            "landing": landing_zone_from_url(),
+        },
+    )
+
+
+defs = dg.Definitions.merge(_core())

@@ -1,0 +1,47 @@
+"""The ``training`` and ``promotion`` sections of the project configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from homeprice_assets.config import project_config
+
+
+class TrainingSettings(BaseModel):
+    """Which months train and validate the model, and how it is fit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_months: int | None = Field(60, ge=6, description="history used; None for all landed months")
+    validation_months: int = Field(3, ge=1, description="the most recent months: validation, never training")
+    calibration_months: int = Field(3, ge=1, description="end of training held out for the interval")
+    early_stopping_months: int = Field(3, ge=1, description="inner time-ordered slice for early stopping")
+    interval_level: float = Field(0.8, gt=0, lt=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="over training.model.DEFAULT_PARAMS")
+    explain_sample: int = Field(2000, ge=50, description="rows of the validation set SHAP explains")
+    schedule: str = Field("0 3 1 * *", description="cron of the recurring lifecycle run (a floor)")
+
+
+class PromotionSettings(BaseModel):
+    """Gates a challenger must pass to become champion (all on the same validation window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_mdape: float = Field(0.15, gt=0, description="absolute: median absolute percentage error at most")
+    min_ppe10: float = Field(0.35, ge=0, le=1, description="absolute: share within 10% of the price at least")
+    max_mdape_increase: float = Field(
+        0.02, ge=0, description="relative: challenger MdAPE at most champion MdAPE x (1 + this)"
+    )
+    max_churn: float | None = Field(
+        0.5, ge=0, le=1, description="share of homes whose valuation moves >10% vs the champion; None: off"
+    )
+
+
+def training_settings() -> TrainingSettings:
+    return TrainingSettings.model_validate(project_config().training)
+
+
+def promotion_settings() -> PromotionSettings:
+    return PromotionSettings.model_validate(project_config().promotion)
