@@ -90,6 +90,14 @@ def _log_to_mlflow(
     return run.info.run_id, experiment.experiment_id
 
 
+def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinition | None:
+    """The code location, when the executor knows it (in-process jobs may not; then the ingest modules)."""
+    try:
+        return context.repository_def
+    except Exception:
+        return None
+
+
 @dg.asset(
     group_name="monitoring",
     kinds={"evidently", "mlflow"},
@@ -101,7 +109,7 @@ def drift_report(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Data, target and prediction drift of the newest month against the training window (Evidently)."""
     settings = monitoring_settings().drift
-    checks = blocking_check_keys(getattr(context, "repository_def", None))
+    checks = blocking_check_keys(_repository_def(context))
     ready = [m for m in sale_features if month_status(context.instance, m, checks).state == "ready"]
     held_back = sorted(set(sale_features) - set(ready))
     current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), settings.reference_months)

@@ -175,7 +175,7 @@ class Location:
 def build_location(
     instance: dg.DagsterInstance, home: Path, notifier: Notifier, automation: AutomationSettings
 ) -> Location:
-    from homeprice_assets.definitions import core
+    from homeprice_assets import definitions as top
     from homeprice_assets.ingest.jobs import ingest_job
     from homeprice_assets.monitoring.assets import drift_report
     from homeprice_assets.monitoring.sensors import (
@@ -186,9 +186,11 @@ def build_location(
     )
     from homeprice_assets.resources.storage import ParquetStorage
 
+    # Every asset of the code location as it stands (the model lifecycle joins once it exists), plus ours.
+    assets = [a for a in (top.defs.assets or []) if dg.AssetKey("drift_report") not in getattr(a, "keys", ())]
     landing = LocalLandingZone(root=str(home / "landing"))
     defs = dg.Definitions(
-        assets=[*core.assets, drift_report],
+        assets=[*assets, drift_report],
         jobs=[ingest_job],
         sensors=[
             build_landing_sensor(),
@@ -197,6 +199,7 @@ def build_location(
             build_check_alert_sensor(),
         ],
         resources={
+            **dict(top.defs.resources or {}),
             "io_manager": ParquetStorage(base_dir=str(home / "storage")),
             "landing": landing,
             "notifier": notifier,
