@@ -13,6 +13,7 @@ from homeprice_assets.monitoring.notify import Notifier
 from homeprice_assets.monitoring.sensors import (
     build_check_alert_sensor,
     build_landing_sensor,
+    build_promotion_alert_sensor,
     build_retrain_sensor,
     build_run_failure_sensor,
 )
@@ -28,6 +29,7 @@ def build_defs() -> dg.Definitions:
             build_retrain_sensor(automation),
             build_run_failure_sensor(),
             build_check_alert_sensor(automation.check_alert_sensor_interval_seconds),
+            build_promotion_alert_sensor(automation.check_alert_sensor_interval_seconds),
         ],
         resources={"notifier": Notifier.from_settings()},
     )

@@ -27,6 +27,9 @@ from homeprice_assets.resources.landing import LandingZone
 
 TRIGGER_TAG = "homeprice/trigger"
 DRIFT_REPORT = dg.AssetKey("drift_report")
+# Promotion gates are blocking checks on validation_report; promoted_model moves the champion alias.
+VALIDATION_REPORT = dg.AssetKey("validation_report")
+PROMOTED_MODEL = dg.AssetKey("promoted_model")
 SALE_FEATURES = dg.AssetKey("sale_features")
 
 
@@ -91,8 +94,8 @@ def build_retrain_sensor(
 
     Waits for the blocking checks of the data the model consumes (raw, clean, features of that month): a
     month whose checks have not run yet stays pending, one whose checks failed is held back until it is
-    materialized again. Targets everything downstream of ``sale_features`` outside ingest/features, so the
-    model lifecycle assets are picked up by name once they are in the code location.
+    materialized again. Targets everything downstream of ``sale_features`` outside ingest/features; a
+    retrain materializes the ``retrain_group`` (default ``training``: the model lifecycle job's assets).
     """
     s = settings or monitoring_settings().automation
 
@@ -133,8 +136,12 @@ def build_retrain_sensor(
                 context.log.warning(f"{month} held back from the model: failed {list(status.failed)}")
         pending -= set(ready) | set(blocked)
 
-        present = repo.asset_graph.get_all_asset_keys() if repo else set()
-        retrain_keys = [dg.AssetKey(k) for k in s.retrain_assets if dg.AssetKey(k) in present]
+        graph = repo.asset_graph if repo else None
+        present = graph.get_all_asset_keys() if graph else set()
+        retrain_keys = sorted(
+            (k for k in present if graph and graph.get(k).group_name == s.retrain_group),
+            key=lambda k: k.to_user_string(),
+        )
         wants_drift = s.retrain_policy in ("drift", "both")
         wants_new = s.retrain_policy in ("new_data", "both")
         requests: list[dg.RunRequest] = []
@@ -181,8 +188,12 @@ def build_retrain_sensor(
                 retrain("drift", month, f"retrain:drift:{record.storage_id}")
 
         cursor = json.dumps(
-            {"features_id": features_id, "drift_id": drift_id, "pending": sorted(pending),
-             "retrained_month": retrained_month},
+            {
+                "features_id": features_id,
+                "drift_id": drift_id,
+                "pending": sorted(pending),
+                "retrained_month": retrained_month,
+            },
             sort_keys=True,
         )
         for note in notes:
@@ -236,6 +247,7 @@ _TOTAL_ROW_KEYS = ("raw_rows", "rows", "total_rows")
 
 def failed_rows_of(metadata: dict[str, Any]) -> tuple[int | None, int | None]:
     """(failing rows, total rows) from a check's metadata, whichever names it uses."""
+
     def number(keys: Sequence[str]) -> int | None:
         return next((int(metadata[k]) for k in keys if isinstance(metadata.get(k), int | float)), None)
 
@@ -285,6 +297,8 @@ def build_check_alert_sensor(
                 meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
                 if is_drift:
                     alert = _drift_alert(context.instance, notifier, record.run_id, meta)
+                elif key.asset_key == VALIDATION_REPORT:
+                    alert = _blocked_alert(context.instance, notifier, record.run_id, key.name, meta)
                 else:
                     failed, total = failed_rows_of(meta)
                     alert = notify.data_validation_failed(
@@ -309,9 +323,7 @@ def _drift_alert(
     instance: dg.DagsterInstance, notifier: Notifier, run_id: str, check_meta: dict[str, Any]
 ) -> notify.Alert:
     """The drift alert, with per-feature scores and the MLflow run from the report's materialization."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DRIFT_REPORT), limit=20
-    ).records
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=DRIFT_REPORT), limit=20).records
     mat = next((r.asset_materialization for r in records if r.run_id == run_id), None)
     meta = {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
     scores: dict[str, float] = meta.get("feature_scores") or check_meta.get("top_scores") or {}
@@ -332,3 +344,101 @@ def _drift_alert(
         mlflow_run_id=meta.get("mlflow_run_id"),
         mlflow_experiment_id=meta.get("mlflow_experiment_id"),
     )
+
+
+def _metadata_in_run(instance: dg.DagsterInstance, asset: dg.AssetKey, run_id: str) -> dict[str, Any]:
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset), limit=20).records
+    mat = next((r.asset_materialization for r in records if r.run_id == run_id), None)
+    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+
+
+def _mlflow_run_of(model_name: str, version: str | None) -> tuple[str | None, str | None]:
+    """(run id, experiment id) behind a registered model version, when the registry can say."""
+    if not version or version == "none":
+        return None, None
+    try:
+        from mlflow import MlflowClient
+
+        from homeprice_assets.config import mlflow_tracking_uri
+
+        client = MlflowClient(tracking_uri=mlflow_tracking_uri())
+        run_id = client.get_model_version(model_name, str(version)).run_id
+        return run_id, client.get_run(run_id).info.experiment_id
+    except Exception:
+        return None, None
+
+
+def _model_name() -> str:
+    return monitoring_settings().drift.model_name
+
+
+def _blocked_alert(
+    instance: dg.DagsterInstance, notifier: Notifier, run_id: str, gate: str, check_meta: dict[str, Any]
+) -> notify.Alert:
+    report = _metadata_in_run(instance, VALIDATION_REPORT, run_id)
+    version = str(report.get("challenger_version", "?"))
+    name = _model_name()
+    mlflow_run, experiment = _mlflow_run_of(name, version)
+    figures = {k: v for k, v in check_meta.items() if isinstance(v, int | float | str)}
+    if report.get("reason"):
+        figures["reason"] = report["reason"]
+    return notify.promotion_blocked(
+        notifier.links,
+        model_name=name,
+        version=version,
+        gate=gate,
+        figures=figures,
+        run_id=run_id,
+        mlflow_run_id=mlflow_run,
+        mlflow_experiment_id=experiment,
+    )
+
+
+def build_promotion_alert_sensor(
+    interval_seconds: int = 60, name: str = "promotion_alert_sensor", metric: str = "mdape"
+) -> dg.SensorDefinition:
+    """A champion that changed becomes an alert with the old and new version and the metric change."""
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Promotions (promoted_model materializations that moved the champion) become alerts.",
+    )
+    def promotion_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SkipReason:
+        after = int(_load(context.cursor).get("promoted_id", 0))
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=PROMOTED_MODEL, after_storage_id=after), limit=100, ascending=True
+        ).records
+        sent = 0
+        for record in records:
+            after = max(after, record.storage_id)
+            meta = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+            if not meta.get("changed"):
+                continue
+            report = _metadata_in_run(context.instance, VALIDATION_REPORT, record.run_id)
+            model_uri = str(meta.get("model_uri", ""))
+            model = model_uri.removeprefix("models:/").split("@")[0] or _model_name()
+            new = str(meta.get("champion_version"))
+            old = meta.get("previous_version")
+            mlflow_run, experiment = _mlflow_run_of(model, new)
+            new_value = report.get(f"challenger_{metric}")
+            old_value = report.get(f"champion_{metric}")
+            alert = notify.promotion_succeeded(
+                notifier.links,
+                model_name=model,
+                old_version=None if old in (None, "none") else str(old),
+                new_version=new,
+                metric=metric,
+                old_value=float(old_value) if isinstance(old_value, int | float) else None,
+                new_value=float(new_value) if isinstance(new_value, int | float) else float("nan"),
+                run_id=record.run_id,
+                mlflow_run_id=mlflow_run,
+                mlflow_experiment_id=experiment,
+            )
+            notifier.send(alert, context.log)
+            sent += 1
+        context.update_cursor(json.dumps({"promoted_id": after}))
+        return dg.SkipReason(f"{sent} promotion(s) alerted")
+
+    return promotion_alert_sensor

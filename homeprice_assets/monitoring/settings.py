@@ -55,17 +55,8 @@ class AutomationSettings(_Strict):
     landing_sensor_interval_seconds: int = Field(default=60, ge=5)
     retrain_sensor_interval_seconds: int = Field(default=60, ge=5)
     check_alert_sensor_interval_seconds: int = Field(default=60, ge=5)
-    # Assets a retrain materializes (the model lifecycle); only those present in the code location are run.
-    retrain_assets: list[str] = Field(
-        default_factory=lambda: [
-            "training_set",
-            "price_model",
-            "validation_report",
-            "promoted_model",
-            "model_explanations",
-            "model_card",
-        ]
-    )
+    # A retrain materializes every asset of this group (the model lifecycle job's selection).
+    retrain_group: str = "training"
 
 
 class MonitoringSettings(_Strict):
