@@ -181,6 +181,7 @@ def build_location(
     from homeprice_assets.monitoring.sensors import (
         build_check_alert_sensor,
         build_landing_sensor,
+        build_promotion_alert_sensor,
         build_retrain_sensor,
         build_run_failure_sensor,
     )
@@ -197,6 +198,7 @@ def build_location(
             build_retrain_sensor(automation),
             build_run_failure_sensor(),
             build_check_alert_sensor(),
+            build_promotion_alert_sensor(),
         ],
         resources={
             **dict(top.defs.resources or {}),

@@ -1,0 +1,77 @@
+"""Promotion alerts from the real model lifecycle: a first champion is announced, a gated challenger is not.
+
+Runs the lead's lifecycle assets in-process on 18 months of the bundled data (slow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from homeprice_assets.config import project_config
+from homeprice_assets.ingest.landing import land_history
+from homeprice_assets.monitoring.notify import Notifier
+from homeprice_assets.monitoring.settings import AutomationSettings
+
+from .conftest import SmtpReceiver, WebhookReceiver, apply, build_location
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "homeprice.yaml"
+    path.write_text("training:\n  explain_sample: 200\n")
+    monkeypatch.setenv("HOMEPRICE_CONFIG", str(path))
+    project_config.cache_clear()
+    yield path
+    monkeypatch.delenv("HOMEPRICE_CONFIG")
+    project_config.cache_clear()
+
+
+@pytest.mark.slow
+def test_promotion_succeeded_then_blocked(
+    config_file: Path,
+    instance: dg.DagsterInstance,
+    tmp_path: Path,
+    notifier: Notifier,
+    webhook: WebhookReceiver,
+    smtp: SmtpReceiver,
+) -> None:
+    location = build_location(
+        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data")
+    )
+    if dg.AssetKey("promoted_model") not in location.defs.resolve_asset_graph().get_all_asset_keys():
+        pytest.skip("the model lifecycle is not in the code location yet")
+    land_history(location.landing, project_config().data, since="2015-01", until="2016-06")
+    landed = location.tick("landing_sensor", None)
+    apply(location, landed)
+    assert all(location.execute(r).success for r in landed.run_requests)
+
+    # New data under policy "new_data": one retrain of the whole lifecycle; the first model becomes champion.
+    [retrain] = location.tick("retrain_sensor", None).run_requests
+    first = location.execute(retrain)
+    assert first.success
+    promo = location.tick("promotion_alert_sensor", None)
+    assert "1 promotion(s) alerted" in promo.skip_message
+    [text] = webhook.texts()
+    assert "Promoted homeprice v1 to champion" in text and "Champion: v- -> v1" in text
+    assert "mdape" in text and "(first champion)" in text
+    assert f"/runs/{first.run_id}" in text and "http://mlflow.test:5000/#/experiments/" in text
+    assert smtp.messages[0]["Subject"].strip() == "[homeprice] Promoted homeprice v1 to champion"
+
+    # A stricter absolute gate: the next challenger (as the monthly schedule would train it) is blocked.
+    config_file.write_text("training:\n  explain_sample: 200\npromotion:\n  max_mdape: 0.01\n")
+    project_config.cache_clear()
+    second = location.execute(dg.RunRequest(asset_selection=retrain.asset_selection))
+    gates = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert gates["absolute_accuracy"] is False
+    assert "0 promotion(s)" in location.tick("promotion_alert_sensor", promo.cursor).skip_message
+    location.tick("check_alert_sensor", None)
+    blocked = [t for t in webhook.texts() if "blocked" in t]
+    assert len(blocked) == 1, webhook.texts()
+    assert "Promotion of homeprice v2 blocked by absolute_accuracy" in blocked[0]
+    assert "max_mdape=0.01" in blocked[0] and "mdape=" in blocked[0]
+    assert f"/runs/{second.run_id}" in blocked[0]
+    print("alerts:", *webhook.texts(), sep="\n---\n")
