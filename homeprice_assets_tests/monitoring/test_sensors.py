@@ -90,6 +90,8 @@ def test_retrain_sensor_waits_for_blocking_checks_and_failed_checks_alert(
     assert request.asset_selection == [dg.AssetKey("drift_report")]
     assert request.tags["homeprice/month"] == "2014-05"
     assert location.tick("retrain_sensor", tick.cursor).run_requests == []
+    # A lost cursor re-asks under the same run key, which Dagster drops: restarts neither lose nor repeat.
+    assert [r.run_key for r in location.tick("retrain_sensor", None).run_requests] == [request.run_key]
 
     # A month with 10% negative prices: quarantine_rate (blocking) fails and holds it back.
     bad = by_month["2014-06"].copy()
@@ -150,3 +152,23 @@ def test_failed_rows_read_from_check_metadata() -> None:
         None,
     )
     assert failed_rows_of({"problems": "x"}) == (None, None)
+
+
+def test_monitoring_definitions_merge_into_the_code_location() -> None:
+    from homeprice_assets import definitions as top
+    from homeprice_assets.monitoring.definitions import defs as monitoring_defs
+
+    merged = dg.Definitions.merge(top.defs, monitoring_defs)
+    dg.Definitions.validate_loadable(merged)
+    repo = merged.get_repository_def()
+    assert {s.name for s in repo.sensor_defs} >= {
+        "landing_sensor",
+        "retrain_sensor",
+        "run_failure_alert_sensor",
+        "check_alert_sensor",
+        "promotion_alert_sensor",
+    }
+    assert (
+        dg.AssetCheckKey(dg.AssetKey("drift_report"), "drift_within_threshold")
+        in repo.asset_graph.asset_check_keys
+    )
