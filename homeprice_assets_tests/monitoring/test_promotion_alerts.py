@@ -61,6 +61,14 @@ def test_promotion_succeeded_then_blocked(
     assert f"/runs/{first.run_id}" in text and "http://mlflow.test:5000/#/experiments/" in text
     assert smtp.messages[0]["Subject"].strip() == "[homeprice] Promoted homeprice v1 to champion"
 
+    # With a champion in the registry, the drift report measures prediction drift too.
+    report = location.execute(dg.RunRequest(asset_selection=[dg.AssetKey("drift_report")]))
+    assert report.success
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("drift_report")
+    ).asset_materialization.metadata
+    assert meta["prediction_drift"].value in ("True", "False") and meta["month"].value == "2016-06"
+
     # A stricter absolute gate: the next challenger (as the monthly schedule would train it) is blocked.
     config_file.write_text("training:\n  explain_sample: 200\npromotion:\n  max_mdape: 0.01\n")
     project_config.cache_clear()
