@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +66,26 @@ def run_ingest(months: Sequence[str] | None = None) -> dict[str, bool]:
     return results
 
 
+def run_lifecycle() -> bool:
+    """Run the model lifecycle job once, in-process, logging each step as it finishes."""
+    import dagster as dg
+
+    from homeprice_assets.definitions import defs
+
+    job = defs.resolve_job_def("model_lifecycle_job")
+    config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    print("training, validating and promoting (progress below) ...", file=sys.stderr)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=config
+    )
+    for check in result.get_asset_check_evaluations():
+        print(
+            f"  check {check.asset_key.to_user_string()}.{check.check_name}: "
+            f"{'passed' if check.passed else 'FAILED'}"
+        )
+    return result.success
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if not args.no_land:
@@ -75,6 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"ingested {len(results) - len(failed)}/{len(results)} month(s)"
         + (f"; failed: {', '.join(failed)} (see the Dagster UI)" if failed else "")
     )
+    trained = run_lifecycle() if not failed or len(failed) < len(results) else False
+    _print_next_steps(started, trained)
+    return 1 if failed or not trained else 0
+
+
+def _print_next_steps(started: float, trained: bool) -> None:
+    from homeprice_assets.training.tracking import CHAMPION, alias_version
+
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Where to look next:")
     print(f"  project home     {homeprice_home()}")
     print("  Dagster UI       make dev   -> http://127.0.0.1:3000")
@@ -82,7 +111,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {mlflow_tracking_uri()} "
         "-> http://127.0.0.1:5000"
     )
-    return 1 if failed else 0
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_tracking_uri())
+    champion = alias_version(CHAMPION)
+    if champion is not None:
+        card = homeprice_home() / "reports" / f"v{champion.version}" / "model_card.html"
+        print(f"  champion         homeprice v{champion.version} (models:/homeprice@champion)")
+        print(f"  model card       {card}")
+    if not trained:
+        print("  the model lifecycle did not finish: see the failed check or step above, or the Dagster UI")
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -124,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=Warning, module=r"(dagster|mlflow|homeprice_assets)\b")
     apply_env_defaults()
     if getattr(args, "source", None) is None and hasattr(args, "source"):
         from homeprice_assets.config import BUNDLED_DATA

@@ -12,16 +12,25 @@ from homeprice_assets.features import assets as feature_assets
 from homeprice_assets.ingest import assets as ingest_assets
 from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.resources.landing import landing_zone_from_url
+from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.training import assets as training_assets
+from homeprice_assets.training.jobs import lifecycle_job, lifecycle_schedule
 
 
 def _core() -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest_assets, feature_assets]),
-        jobs=[ingest_job],
+        assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets]),
+        jobs=[ingest_job, lifecycle_job],
+        schedules=[lifecycle_schedule],
         resources={
             "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
             "landing": landing_zone_from_url(),
+            "mlflow_tracking": MlflowTracking(
+                tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI").get_value(),
+                artifact_location=dg.EnvVar("HOMEPRICE_MLFLOW_ARTIFACTS").get_value(),
+                ui_url=dg.EnvVar("HOMEPRICE_MLFLOW_UI_URL").get_value(),
+            ),
         },
     )
 
