@@ -21,7 +21,6 @@ from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.training import reports
 from homeprice_assets.training.baseline import fit_baseline
-from homeprice_assets.training.metrics import evaluate
 from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model
 from homeprice_assets.training.promotion import decision, evaluate_gates
 from homeprice_assets.training.settings import promotion_settings, training_settings
@@ -117,7 +116,7 @@ def model_datasets(
 def price_model(
     context: dg.AssetExecutionContext, training_set: pd.DataFrame, mlflow_tracking: MlflowTracking
 ) -> dg.MaterializeResult:
-    """Fit the challenger on the training set, log it as an MLflow pyfunc and register it as ``challenger``."""
+    """Fit the challenger, log it to MLflow as a pyfunc and register it under the alias ``challenger``."""
     settings = training_settings()
     name = mlflow_tracking.registered_model_name
     months = training_set["sale_month"]
