@@ -166,11 +166,11 @@ def promote(version: str | int, name: str = DEFAULT_MODEL_NAME) -> Promotion:
     current = alias_version(CHAMPION, name)
     if current is not None and str(current.version) == version:
         prev = alias_version(PREVIOUS, name)
-        return Promotion(champion=version, previous=prev.version if prev else None, changed=False)
+        return Promotion(champion=version, previous=str(prev.version) if prev else None, changed=False)
     if current is not None:
         set_alias(PREVIOUS, current.version, name)
     set_alias(CHAMPION, version, name)
-    return Promotion(champion=version, previous=current.version if current else None, changed=True)
+    return Promotion(champion=version, previous=str(current.version) if current else None, changed=True)
 
 
 def model_uri(alias: str = CHAMPION, name: str = DEFAULT_MODEL_NAME) -> str:
@@ -196,12 +196,29 @@ def input_schema(model: str | mlflow.pyfunc.PyFuncModel) -> Schema:
 
 
 _COMPATIBLE = {
-    # MLflow converts these losslessly during schema enforcement
-    "double": {"double", "float", "long", "integer"},
+    # What MLflow's schema enforcement converts by itself. It refuses int64 -> double (unless all values
+    # are 0/1), so integer columns count as retyped: cast them with ``coerce_inputs``.
+    "double": {"double", "float", "integer"},
     "float": {"float", "integer"},
     "long": {"long", "integer"},
     "datetime": {"datetime", "string"},
 }
+
+
+def coerce_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Raw request rows typed as the model's schema expects: numbers as float64, ``location`` as text,
+    ``sale_date`` as datetime. JSON decoders hand integers over as int64, which MLflow will not take for a
+    double column; serving code calls this before ``pyfunc.predict``.
+    """
+    out = frame.copy()
+    for col in out.columns:
+        if col == "location":
+            out[col] = out[col].astype("string").astype(object).where(out[col].notna(), None)
+        elif col == "sale_date":
+            out[col] = pd.to_datetime(out[col], errors="coerce")
+        elif col in INPUT_FIELDS:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    return out
 
 
 def _mlflow_type(series: pd.Series) -> str:

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from homeprice_assets.training.splits import time_split, training_split
+
+
+def test_time_split_has_no_leakage(features: pd.DataFrame) -> None:
+    split = time_split(features, validation_months=3, window_months=24, end_month="2015-12")
+    assert split.validation_range == ("2015-10", "2015-12")
+    assert split.train_range == ("2014-01", "2015-09")
+    assert split.train["sale_date"].max() < split.validation["sale_date"].min()
+    assert set(split.train["sale_id"]).isdisjoint(split.validation["sale_id"])
+    # rows after end_month never enter either side
+    assert split.validation["sale_month"].max() == "2015-12"
+    months = features["sale_month"]
+    assert len(split.train) + len(split.validation) == int(
+        ((months >= "2014-01") & (months <= "2015-12")).sum()
+    )
+    assert split.summary()["train_rows"] == len(split.train)
+
+
+def test_training_split_is_time_ordered(features: pd.DataFrame) -> None:
+    train = time_split(features, validation_months=3, end_month="2015-12").train
+    ts = training_split(train, calibration_months=3, early_stopping_months=2)
+    assert ts.ranges()["calibration"] == ("2015-07", "2015-09")
+    assert ts.ranges()["early_stopping"] == ("2015-05", "2015-06")
+    assert ts.fit["sale_date"].max() < ts.early_stopping["sale_date"].min()
+    assert ts.early_stopping["sale_date"].max() < ts.calibration["sale_date"].min()
+    assert len(ts.fit) + len(ts.early_stopping) + len(ts.calibration) == len(train)
+
+
+def test_empty_split_fails_clearly(features: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="empty split"):
+        time_split(features, validation_months=3, window_months=3)

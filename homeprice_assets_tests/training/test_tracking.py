@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from homeprice_assets.training import tracking as T
+from homeprice_assets.training.model import HomePriceModel
+
+from .conftest import Fitted
+
+
+@pytest.fixture(scope="module")
+def registered(fitted: Fitted) -> tuple[str, str]:
+    """(registered model name, run id) of one logged and registered model, under a name no other test uses."""
+    name = f"homeprice-test-{uuid.uuid4().hex[:8]}"
+    with mlflow.start_run() as run:
+        info = T.log_price_model(fitted.model, T.input_example(fitted.split.train))
+    version = T.register_model(info.model_uri, name, tags={"trained_through": fitted.model.trained_through})
+    assert version.status == "READY" and str(version.version) == "1"
+    assert version.run_id == run.info.run_id
+    return name, run.info.run_id
+
+
+def test_tracking_uri_is_the_session_sqlite() -> None:
+    assert mlflow.get_tracking_uri().startswith("sqlite:///")
+
+
+def test_register_and_move_aliases(fitted: Fitted, registered: tuple[str, str]) -> None:
+    name, run_id = registered
+    client = MlflowClient()
+    assert T.alias_version(T.CHAMPION, name) is None
+    assert T.alias_version(T.CHAMPION, "no-such-model") is None
+
+    first = T.promote("1", name)
+    assert (first.champion, first.previous, first.changed) == ("1", None, True)
+    v2 = T.register_model(f"runs:/{run_id}/model", name)
+    T.set_alias(T.CHALLENGER, v2.version, name)
+    assert str(T.alias_version(T.CHALLENGER, name).version) == "2"
+
+    second = T.promote(v2.version, name)
+    assert (second.champion, second.previous, second.changed) == ("2", "1", True)
+    again = T.promote(v2.version, name)
+    assert (again.champion, again.previous, again.changed) == ("2", "1", False)
+    aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+    assert aliases == {"champion": "2", "previous": "1", "challenger": "2"}
+    T.delete_alias(T.CHALLENGER, name)
+    assert T.alias_version(T.CHALLENGER, name) is None
+    assert client.get_model_version(name, "1").tags["trained_through"] == fitted.model.trained_through
+
+
+def test_load_by_alias_gives_the_model(fitted: Fitted, registered: tuple[str, str]) -> None:
+    name, _ = registered
+    T.promote("1", name) if T.alias_version(T.CHAMPION, name) is None else None
+    pyfunc, inner = T.load_price_model(T.model_uri(T.CHAMPION, name))
+    assert isinstance(inner, HomePriceModel)
+    assert inner.locations == fitted.model.locations
+    rows = fitted.inputs.head(25)
+    pd.testing.assert_frame_equal(
+        pyfunc.predict(rows).reset_index(drop=True), fitted.model.predict(None, rows).reset_index(drop=True)
+    )
+    # serving sends JSON: dates as strings, optional fields absent
+    served = pyfunc.predict(
+        rows.assign(sale_date=rows["sale_date"].dt.strftime("%Y-%m-%d")).drop(columns="lot_sf")
+    )
+    assert served["price"].notna().all()
+    assert inner.explain(rows.head(3)).shape[0] == 3
+    info = mlflow.models.get_model_info(T.model_uri(T.CHAMPION, name))
+    assert info.metadata["trained_through"] == fitted.model.trained_through
+    assert any(r.startswith("lightgbm==") for r in _requirements(T.model_uri(T.CHAMPION, name)))
+
+
+def _requirements(uri: str) -> list[str]:
+    path = mlflow.pyfunc.get_model_dependencies(uri)
+    return [line.strip() for line in open(path) if line.strip()]
+
+
+def test_loads_in_another_process(fitted: Fitted, registered: tuple[str, str]) -> None:
+    name, _ = registered
+    rows = fitted.inputs.head(3)
+    code = (
+        "import sys, json, mlflow, pandas as pd\n"
+        "from homeprice_assets.training.tracking import coerce_inputs\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "rows = coerce_inputs(pd.read_json(sys.stdin, orient='split'))\n"
+        "inner = m.unwrap_python_model()\n"
+        "print(json.dumps({'price': m.predict(rows)['price'].tolist(), 'cls': type(inner).__name__,"
+        " 'through': inner.trained_through}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"models:/{name}/1"],
+        input=rows.to_json(orient="split", date_format="iso"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["cls"] == "HomePriceModel" and out["through"] == fitted.model.trained_through
+    np.testing.assert_allclose(out["price"], fitted.model.predict(None, rows)["price"], rtol=1e-9)
+
+
+def test_feature_mismatch_names_the_columns(fitted: Fitted, registered: tuple[str, str]) -> None:
+    name, _ = registered
+    uri = f"models:/{name}/1"
+    good = fitted.inputs
+    T.check_feature_mismatch(good, uri)  # the training table's inputs match
+    with pytest.raises(T.FeatureMismatchError, match=r"missing column.*'bldg_grade'") as err:
+        T.check_feature_mismatch(good.drop(columns=["bldg_grade"]), uri)
+    assert err.value.missing == ["bldg_grade"]
+    # serving may omit optional fields, but never a required one
+    T.check_feature_mismatch(good.drop(columns=["bldg_grade", "sale_date"]), uri, require_optional=False)
+    with pytest.raises(T.FeatureMismatchError, match="'living_sf'"):
+        T.check_feature_mismatch(good.drop(columns=["living_sf"]), uri, require_optional=False)
+    with pytest.raises(T.FeatureMismatchError) as err:
+        T.check_feature_mismatch(good.assign(pool=1.0, beds=good["beds"].astype(str) + " beds"), uri)
+    assert err.value.extra == ["pool"]
+    assert err.value.retyped == {"beds": ("double", "string")}
+    # JSON integers arrive as int64, which MLflow refuses for a double column; coerce_inputs fixes them
+    ints = good.assign(living_sf=good["living_sf"].round().astype("int64"))
+    with pytest.raises(T.FeatureMismatchError, match="'living_sf' \\(model expects double, got long\\)"):
+        T.check_feature_mismatch(ints, uri)
+    T.check_feature_mismatch(T.coerce_inputs(ints), uri)
+    assert "retyped column(s) 'beds' (model expects double, got string)" in str(err.value)
