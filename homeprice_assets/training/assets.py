@@ -187,7 +187,7 @@ def validation_report(
     mlflow_tracking.activate()
     name = mlflow_tracking.registered_model_name
     version, run_id = _require_challenger(name)
-    inputs = validation_set[list(INPUT_FIELDS)].reset_index(drop=True)
+    inputs = validation_set[[c for c in INPUT_FIELDS if c in validation_set]].reset_index(drop=True)
     pyfunc, _ = load_price_model(model_uri(CHALLENGER, name))
     try:
         check_feature_mismatch(inputs, pyfunc)

@@ -1,0 +1,174 @@
+"""The lifecycle assets in-process on three years of real sales: registry state read back via MlflowClient."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from homeprice_assets.features.assets import sale_features
+from homeprice_assets.ingest.assets import clean_sales, raw_sales
+from homeprice_assets.partitions import register_months
+from homeprice_assets.resources.landing import LocalLandingZone
+from homeprice_assets.resources.mlflow import MlflowTracking
+from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.training import assets as lifecycle
+from homeprice_assets.training.baseline import MedianPriceBaseline
+from homeprice_assets.training.metrics import mdape
+from homeprice_assets.training.tracking import CHALLENGER, CHAMPION, PREVIOUS, alias_version
+
+pytestmark = pytest.mark.slow
+
+ALL_ASSETS = [raw_sales, clean_sales, sale_features, *dg.load_assets_from_modules([lifecycle])]
+MODEL = "homeprice-lifecycle-test"
+
+
+class Env:
+    def __init__(self, root: Path, features: pd.DataFrame) -> None:
+        self.root = root
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.storage_dir = root / "storage"
+        self.tracking = MlflowTracking(
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            artifact_location=(root / "mlartifacts").as_uri(),
+            registered_model_name=MODEL,
+        )
+        # sale_features as the ingest job stores it, for 2013-01..2015-12 (36 real months)
+        window = features[(features["sale_month"] >= "2013-01") & (features["sale_month"] <= "2015-12")]
+        for month, part in window.groupby("sale_month"):
+            path = self.storage_dir / "sale_features" / f"{month}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part.reset_index(drop=True).to_parquet(path, index=False)
+        register_months(self.instance, sorted(window["sale_month"].unique()))
+
+    def run(self, selection: list[str]) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            instance=self.instance,
+            resources={
+                "io_manager": ParquetStorage(base_dir=str(self.storage_dir)),
+                "mlflow_tracking": self.tracking,
+                "landing": LocalLandingZone(root=str(self.root / "landing")),
+            },
+            raise_on_error=False,
+        )
+
+    def checks(self, result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+        return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+LIFECYCLE = [
+    "training_set",
+    "validation_set",
+    "price_model",
+    "validation_report",
+    "promoted_model",
+    "model_explanations",
+    "model_card",
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("lifecycle")
+    old_home = os.environ["HOMEPRICE_HOME"]
+    os.environ["HOMEPRICE_HOME"] = str(root / "home")
+    yield Env(root, features)
+    os.environ["HOMEPRICE_HOME"] = old_home
+
+
+@pytest.fixture(scope="module")
+def first(env: Env) -> dg.ExecuteInProcessResult:
+    result = env.run(LIFECYCLE)
+    assert result.success
+    return result
+
+
+def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    client = MlflowClient()
+    champion, challenger = alias_version(CHAMPION, MODEL), alias_version(CHALLENGER, MODEL)
+    assert champion is not None and challenger is not None
+    assert str(champion.version) == str(challenger.version) == "1"
+    assert alias_version(PREVIOUS, MODEL) is None
+    assert champion.tags["validation_decision"] == "pass"
+    assert "no champion yet" in champion.tags["validation_reason"]
+    run = client.get_run(champion.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train_start"] == "2013-01" and run.data.params["train_end"] == "2015-09"
+    artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {"validation", "explanations", "model_card"} <= artifacts
+
+    report = _meta(first, "validation_report")
+    # sane: far better than pricing every home at the median, within the absolute gate
+    validation = pd.read_parquet(env.storage_dir / "validation_set.parquet")
+    training = pd.read_parquet(env.storage_dir / "training_set.parquet")
+    naive = mdape(validation["sale_price"], MedianPriceBaseline().fit(training).predict(validation)["price"])
+    assert report["challenger_mdape"] < 0.13 < naive / 2
+    assert report["challenger_mdape"] < report["baseline_mdape"]
+    assert 0.7 <= report["challenger_interval_coverage"] <= 0.9
+    assert {c.check_name for c in env.checks(first).values() if c.passed} >= set(lifecycle.GATES)
+
+    card = Path(_meta(first, "model_card")["model_card"])
+    html = card.read_text()
+    assert "first model" in html and "Intended use" in html and "data:image/png;base64" in html
+    assert _meta(first, "model_explanations")["method"].startswith("shap")
+
+
+def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    again = env.run(["promoted_model"])
+    assert again.success
+    assert _meta(again, "promoted_model")["changed"] is False
+    assert str(alias_version(CHAMPION, MODEL).version) == "1"
+    assert alias_version(PREVIOUS, MODEL) is None
+
+
+def test_challenger_on_corrupted_labels_is_not_promoted(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    path = env.storage_dir / "training_set.parquet"
+    good = pd.read_parquet(path)
+    corrupted = good.copy()
+    corrupted["sale_price"] = np.random.default_rng(0).permutation(corrupted["sale_price"].to_numpy())
+    corrupted.to_parquet(path, index=False)
+    try:
+        result = env.run(["price_model", "validation_report", "promoted_model"])
+    finally:
+        good.to_parquet(path, index=False)
+    assert not result.success
+    checks = env.checks(result)
+    assert not checks["absolute_accuracy"].passed and not checks["not_worse_than_champion"].passed
+    assert checks["absolute_accuracy"].blocking
+    # the champion did not move; the blocked challenger says why
+    assert str(alias_version(CHAMPION, MODEL).version) == "1"
+    challenger = alias_version(CHALLENGER, MODEL)
+    assert str(challenger.version) == "2"
+    assert challenger.tags["validation_decision"] == "blocked"
+    assert "absolute_accuracy" in challenger.tags["validation_reason"]
+    assert "promoted_model" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
+    # and materializing promotion on its own still refuses it
+    alone = env.run(["promoted_model"])
+    assert not alone.success
+    assert str(alias_version(CHAMPION, MODEL).version) == "1"
+
+
+def test_validation_names_a_missing_feature(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    path = env.storage_dir / "validation_set.parquet"
+    good = pd.read_parquet(path)
+    good.drop(columns=["bldg_grade"]).to_parquet(path, index=False)
+    try:
+        result = env.run(["validation_report"])
+    finally:
+        good.to_parquet(path, index=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "missing column(s) ['bldg_grade']" in failure.step_failure_data.error.message
