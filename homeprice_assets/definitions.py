@@ -11,6 +11,7 @@ import dagster as dg
 from homeprice_assets.features import assets as feature_assets
 from homeprice_assets.ingest import assets as ingest_assets
 from homeprice_assets.ingest.jobs import ingest_job
+from homeprice_assets.monitoring import definitions as monitoring
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.storage import ParquetStorage
@@ -35,4 +36,4 @@ def _core() -> dg.Definitions:
     )
 
 
-defs = dg.Definitions.merge(_core())
+defs = dg.Definitions.merge(_core(), monitoring.defs)
