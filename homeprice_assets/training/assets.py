@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
+from homeprice_assets.monitoring.status import blocking_check_keys, month_status
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.training import reports
 from homeprice_assets.training.baseline import fit_baseline
@@ -88,15 +89,28 @@ def model_datasets(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Time split over the configured window of landed months: validation is the newest months."""
     settings = training_settings()
-    frames = [f for f in sale_features.values() if len(f)]
+    checks = blocking_check_keys(None)
+    blocked = {
+        m: status.failed
+        for m in sale_features
+        if (status := month_status(context.instance, m, checks)).state == "blocked"
+    }
+    if blocked:  # stored data whose blocking checks failed in the run that made it: never train on it
+        context.log.warning(f"left out {len(blocked)} month(s) with failed blocking checks: {blocked}")
+    frames = [f for m, f in sale_features.items() if len(f) and m not in blocked]
     if not frames:
-        raise dg.Failure("no sale_features partitions are materialized: land and ingest some months first")
+        raise dg.Failure("no usable sale_features partitions: land and ingest some months first")
     split = time_split(
         pd.concat(frames, ignore_index=True), settings.validation_months, settings.window_months
     )
     summary = split.summary()
     context.log.info(f"split: {summary}")
-    yield dg.Output(split.train, output_name="training_set", metadata={**summary, "rows": len(split.train)})
+    left_out = ", ".join(sorted(blocked)) or "none"
+    yield dg.Output(
+        split.train,
+        output_name="training_set",
+        metadata={**summary, "rows": len(split.train), "months_left_out_blocked": left_out},
+    )
     yield dg.Output(
         split.validation, output_name="validation_set", metadata={**summary, "rows": len(split.validation)}
     )
