@@ -29,7 +29,6 @@ def _core() -> dg.Definitions:
             "landing": landing_zone_from_url(),
             "mlflow_tracking": MlflowTracking(
                 tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI").get_value(),
-                artifact_location=dg.EnvVar("HOMEPRICE_MLFLOW_ARTIFACTS").get_value(),
                 ui_url=dg.EnvVar("HOMEPRICE_MLFLOW_UI_URL").get_value(),
             ),
         },

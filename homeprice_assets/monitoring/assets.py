@@ -72,9 +72,11 @@ def _log_to_mlflow(
     """Log the HTML and JSON as artifacts of an MLflow run; returns (run id, experiment id)."""
     import mlflow
 
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
-    experiment = mlflow.set_experiment(settings.mlflow_experiment)
-    with mlflow.start_run(run_name=f"drift-{summary.current_label}") as run:
+    from homeprice_assets.resources.mlflow import MlflowTracking
+
+    # the same stores and artifact location as the model runs (never ./mlruns under the working folder)
+    tracking = MlflowTracking(experiment_name=settings.mlflow_experiment)
+    with tracking.run(run_name=f"drift-{summary.current_label}") as run:
         mlflow.set_tags({"homeprice.kind": "drift_report", "dagster.run_id": dagster_run_id,
                          "homeprice.month": summary.current_label})
         mlflow.log_params({"current_month": summary.current_label, "reference_from": reference[0],
@@ -87,7 +89,7 @@ def _log_to_mlflow(
         for path in (summary.html_path, summary.json_path):
             if path:
                 mlflow.log_artifact(path, artifact_path="drift")
-    return run.info.run_id, experiment.experiment_id
+    return run.info.run_id, run.info.experiment_id
 
 
 def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinition | None:

@@ -9,6 +9,7 @@ opens runs that always end, FAILED when the body raised.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -22,7 +23,8 @@ class MlflowTracking(dg.ConfigurableResource):
     """Where runs, models and their artifacts go, and what the model is called in the registry."""
 
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or SQLite under the project home
-    artifact_location: str | None = None  # default: $HOMEPRICE_HOME/mlartifacts; any URL MLflow takes (s3://)
+    # default: $HOMEPRICE_MLFLOW_ARTIFACTS or $HOMEPRICE_HOME/mlartifacts; any URL MLflow takes (s3://...)
+    artifact_location: str | None = None
     experiment_name: str = "homeprice"
     registered_model_name: str = "homeprice"
     ui_url: str | None = None  # e.g. http://127.0.0.1:5000, for links from Dagster and alerts
@@ -35,7 +37,11 @@ class MlflowTracking(dg.ConfigurableResource):
         mlflow.set_tracking_uri(self.uri())
         experiment = mlflow.get_experiment_by_name(self.experiment_name)
         if experiment is None:
-            location = self.artifact_location or (homeprice_home() / "mlartifacts").as_uri()
+            location = (
+                self.artifact_location
+                or os.environ.get("HOMEPRICE_MLFLOW_ARTIFACTS")
+                or (homeprice_home() / "mlartifacts").as_uri()
+            )
             experiment_id = mlflow.create_experiment(self.experiment_name, artifact_location=location)
         else:
             experiment_id = experiment.experiment_id
