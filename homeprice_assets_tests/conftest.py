@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,12 @@ os.environ.update(
 os.environ.pop("HOMEPRICE_CONFIG", None)
 (_SESSION_HOME / "dagster").mkdir(parents=True, exist_ok=True)
 (_SESSION_HOME / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's stores, unless HOMEPRICE_KEEP_TEST_HOME=1 keeps them for a post-mortem."""
+    if os.environ.get("HOMEPRICE_KEEP_TEST_HOME") != "1":
+        shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
