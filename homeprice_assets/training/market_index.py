@@ -45,11 +45,14 @@ class IndexParams:
     difference_order: int = 2  # 1: random walk (flat at the end); 2: local linear trend
     location_ridge: float = 30.0  # shrinks location deviations towards the city-wide index
     knot_months: int = 6  # spacing of the location spline knots
-    trend_months: int = 12  # months used to estimate the forecast slope
+    trend_months: int = 24  # months used to estimate the forecast slope
     damping: float = 1.0  # per-month damping of the forecast slope (1 = straight line)
     max_horizon: int = 24  # the forecast stops rising after this many months
     seasonal: bool = True  # month-of-year effects (spring sells dearer than winter), repeated in forecasts
     seasonal_ridge: float = 10.0
+    # Huber reweighting passes, so that sales far off the market (non-arm's-length) count less
+    robust_iterations: int = 2
+    huber_delta: float = 0.2  # log-price residual beyond which a sale is down-weighted
 
 
 @dataclass
@@ -118,9 +121,12 @@ class MarketIndex:
         sea = np.arange(offsets[4], offsets[5])
         penalty[sea, sea] += p.seasonal_ridge
 
-        xtx = (x.T @ x).toarray() + penalty
-        xty = x.T @ log_price
-        beta = np.linalg.solve(xtx, xty)
+        weights = np.ones(n)
+        for _ in range(1 + max(p.robust_iterations, 0)):
+            xw = x.multiply(weights[:, None]).tocsr()
+            beta = np.linalg.solve((xw.T @ x).toarray() + penalty * weights.mean(), xw.T @ log_price)
+            resid = np.abs(log_price - x @ beta)
+            weights = np.minimum(1.0, p.huber_delta / np.maximum(resid, 1e-9))
 
         month = beta[m0:m1]
         self.month_effect = month - month[-1]  # level 0 at the last training month; only changes matter

@@ -22,11 +22,13 @@ from homeprice_assets.features.engineering import (
     INPUT_FIELDS,
     make_features,
 )
+from homeprice_assets.training.comparables import COMPS_FEATURES, Comparables
 from homeprice_assets.training.market_index import IndexParams, MarketIndex
 from homeprice_assets.training.splits import month_of, training_split
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "regression",
+    # L1 (median) loss: a few non-market sales (family transfers, teardowns) must not pull valuations
+    "objective": "regression_l1",
     "learning_rate": 0.05,
     "num_leaves": 63,
     "min_data_in_leaf": 20,
@@ -41,9 +43,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "verbose": -1,
     # homeprice settings (not LightGBM's)
     "use_market_index": True,
-    "time_feature": False,  # months_since_origin as a tree feature (on top of the index)
+    "time_feature": True,  # months_since_origin as a tree feature, on top of the index (residual drift)
+    "comps_k": 0,  # comparable sales per home for the comp_* features (0: off; no gain measured here)
 }
-_OWN_KEYS = ("num_boost_round", "early_stopping_rounds", "use_market_index", "time_feature")
+_OWN_KEYS = ("num_boost_round", "early_stopping_rounds", "use_market_index", "time_feature", "comps_k")
 INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
 
 
@@ -66,6 +69,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         locations: dict[str, int],
         params: dict[str, Any],
         facts: dict[str, Any] | None = None,
+        comparables: Comparables | None = None,
     ) -> None:
         self.booster = booster
         self.index = index
@@ -79,6 +83,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         self.input_fields = list(INPUT_FIELDS)
         self.feature_version = FEATURE_VERSION
         self.facts = dict(facts or {})
+        self.comparables = comparables
         self._explainer: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,9 +116,16 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         return frame
 
     def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
-        """The model's feature frame for raw inputs (location as the training categories)."""
-        feats = make_features(self._inputs(model_input))
+        """The model's feature frame for raw inputs (location as the training categories, comparables)."""
+        return self._design(make_features(self._inputs(model_input)))
+
+    def _design(self, feats: pd.DataFrame, self_rows: np.ndarray | None = None) -> pd.DataFrame:
+        feats = feats.copy()
         feats["location"] = pd.Categorical(feats["location"].astype(str), categories=self.location_categories)
+        if self.comparables is not None:
+            comps = self.comparables.transform(feats["latitude"], feats["longitude"], self_rows)
+            for i, name in enumerate(COMPS_FEATURES):
+                feats[name] = comps[:, i]
         return feats
 
     def _index(self, feats: pd.DataFrame) -> np.ndarray:
@@ -176,13 +188,6 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
 
 
 # -------------------------------------------------------------------------------------------------------
-def _tree_frame(table: pd.DataFrame, feature_names: list[str], categories: list[str]) -> pd.DataFrame:
-    x = table[feature_names].copy()
-    if "location" in x:
-        x["location"] = pd.Categorical(x["location"].astype(str), categories=categories)
-    return x
-
-
 def _split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], IndexParams]:
     merged = {**DEFAULT_PARAMS, **(params or {})}
     index_params = IndexParams(**{k: merged.pop(k) for k in INDEX_KEYS if k in merged})
@@ -232,18 +237,38 @@ def fit_price_model(
         )
 
     fit_all = split.fit_all
-    index = fit_index(fit_all)
+    comps_k = int(own["comps_k"])
+    if comps_k:
+        feature_names += list(COMPS_FEATURES)
+    model = HomePriceModel(
+        booster=None,  # type: ignore[arg-type]
+        index=fit_index(fit_all),
+        feature_names=feature_names,
+        location_categories=categories,
+        calibration_scores=np.zeros(0),
+        interval_level=interval_level,
+        trained_through=month_of(fit_all).max(),
+        locations={},
+        params={**lgb_params, **own, **index_params.__dict__},
+    )
+
+    def set_comparables(pool: pd.DataFrame) -> None:
+        if comps_k:
+            value = target(pool, model.index) - pool["log_living_sf"].to_numpy()
+            model.comparables = Comparables(k=comps_k).fit(pool["latitude"], pool["longitude"], value)
+
+    set_comparables(fit_all)
+    # Training rows are their own pool: each row's comparables leave the row itself out.
+    design = model._design(fit_all[list(FEATURES)], self_rows=np.arange(len(fit_all)))[feature_names]
+    y_all = target(fit_all, model.index)
+    n_fit = len(split.fit)
     rounds = int(own["num_boost_round"])
     best_iteration = rounds
     if len(split.early_stopping) and own["early_stopping_rounds"]:
         # The index for the early-stopping months is fit on the same rows; its level is a handful of
         # parameters per month, so it barely favours those rows, while the trees never see them.
-        dtrain = lgb.Dataset(_tree_frame(split.fit, feature_names, categories), target(split.fit, index))
-        dvalid = lgb.Dataset(
-            _tree_frame(split.early_stopping, feature_names, categories),
-            target(split.early_stopping, index),
-            reference=dtrain,
-        )
+        dtrain = lgb.Dataset(design.iloc[:n_fit], y_all[:n_fit])
+        dvalid = lgb.Dataset(design.iloc[n_fit:], y_all[n_fit:], reference=dtrain)
         probe = lgb.train(
             lgb_params,
             dtrain,
@@ -253,36 +278,23 @@ def fit_price_model(
         )
         best_iteration = max(int(probe.best_iteration or rounds), 1)
         # More rows after refitting on fit + ES months: scale the rounds up by the row ratio (capped).
-        best_iteration = int(best_iteration * min(len(fit_all) / max(len(split.fit), 1), 1.25))
-    booster = lgb.train(
-        lgb_params,
-        lgb.Dataset(_tree_frame(fit_all, feature_names, categories), target(fit_all, index)),
-        num_boost_round=best_iteration,
-    )
+        best_iteration = int(best_iteration * min(len(fit_all) / max(n_fit, 1), 1.25))
+    model.booster = lgb.train(lgb_params, lgb.Dataset(design, y_all), num_boost_round=best_iteration)
+    model.params["best_iteration"] = best_iteration
 
-    model = HomePriceModel(
-        booster=booster,
-        index=index,
-        feature_names=feature_names,
-        location_categories=categories,
-        calibration_scores=np.zeros(0),
-        interval_level=interval_level,
-        trained_through=month_of(fit_all).max(),
-        locations={},
-        params={**lgb_params, **own, **index_params.__dict__, "best_iteration": best_iteration},
-    )
     if len(split.calibration):
         cal = split.calibration
         log_pred = model.predict_log(cal[list(INPUT_FIELDS)])
         model.calibration_scores = np.sort(np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred))
         refit = fit_index(train)
-        if refit is not None and index is not None:
+        if refit is not None and model.index is not None:
             # Align the refit index to the one the trees learned against, over the rows they learned from:
             # the index's absolute level is arbitrary, and a shift would bias every prediction.
             loc, t = fit_all["location"].astype(str).to_numpy(), fit_all["months_since_origin"].to_numpy()
-            shift = float(np.mean(index.value(loc, t) - refit.value(loc, t)))
+            shift = float(np.mean(model.index.value(loc, t) - refit.value(loc, t)))
             refit.month_effect = refit.month_effect + shift
         model.index = refit
+        set_comparables(train)  # serving compares with every training sale, the newest included
 
     model.trained_through = month_of(train).max()
     model.locations = {
