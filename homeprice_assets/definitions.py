@@ -15,13 +15,14 @@ from homeprice_assets.monitoring import definitions as monitoring
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.serving import assets as serving_assets
 from homeprice_assets.training import assets as training_assets
 from homeprice_assets.training.jobs import lifecycle_job, lifecycle_schedule
 
 
 def _core() -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets]),
+        assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets, serving_assets]),
         jobs=[ingest_job, lifecycle_job],
         schedules=[lifecycle_schedule],
         resources={

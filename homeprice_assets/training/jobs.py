@@ -4,11 +4,11 @@ import dagster as dg
 
 from homeprice_assets.training.settings import training_settings
 
-LIFECYCLE_SELECTION = dg.AssetSelection.groups("training")
+LIFECYCLE_SELECTION = dg.AssetSelection.groups("training", "serving")
 lifecycle_job = dg.define_asset_job(
     "model_lifecycle_job",
     selection=LIFECYCLE_SELECTION,
-    description="Split, train a challenger, validate it against the champion, promote, explain, document.",
+    description="Split, train, validate against the champion, promote, explain, document, package the Bento.",
 )
 lifecycle_schedule = dg.ScheduleDefinition(
     name="monthly_retrain",

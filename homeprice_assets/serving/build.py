@@ -1,0 +1,53 @@
+"""Package the champion: MLflow registry -> BentoML model store -> a Bento with the service and its model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import yaml
+
+from homeprice_assets.config import REPO_ROOT
+
+BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
+
+
+def import_version(name: str, version: str) -> bentoml.Model:
+    """The registered MLflow version as BentoML model ``<name>:v<version>`` (imported once)."""
+    import bentoml.mlflow
+
+    tag = f"{name}:v{version}"
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        return bentoml.mlflow.import_model(
+            tag,
+            model_uri=f"models:/{name}/{version}",
+            labels={"model_version": str(version), "registered_model": name},
+            metadata={"source": f"models:/{name}/{version}"},
+        )
+
+
+def build_bento(
+    model: bentoml.Model, bentofile: Path = BENTOFILE, build_ctx: Path = REPO_ROOT
+) -> bentoml.Bento:
+    """Build the Bento from ``bentofile`` with exactly ``model`` baked in and served pinned."""
+    options: dict[str, Any] = yaml.safe_load(bentofile.read_text())
+    version = model.info.labels.get("model_version", str(model.tag.version))
+    options["models"] = [str(model.tag)]
+    options["envs"] = [e for e in options.get("envs", []) if e["name"] != "HOMEPRICE_BENTO_MODEL"] + [
+        {"name": "HOMEPRICE_BENTO_MODEL", "value": str(model.tag)}
+    ]
+    options["labels"] = {**options.get("labels", {}), "model_version": version}
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "bentofile.yaml"
+        resolved.write_text(yaml.safe_dump(options))
+        cwd = os.getcwd()
+        os.chdir(build_ctx)  # the service import string and include globs are relative to the build context
+        try:
+            return bentoml.bentos.build_bentofile(str(resolved), build_ctx=str(build_ctx))
+        finally:
+            os.chdir(cwd)
