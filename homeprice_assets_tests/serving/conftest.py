@@ -1,0 +1,172 @@
+"""A real model in a real MLflow registry, and the real service (`bentoml serve`) on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+
+from homeprice_assets.config import REPO_ROOT, load_config
+from homeprice_assets.features.engineering import feature_table
+from homeprice_assets.ingest.rules import clean_sales
+from homeprice_assets.training.model import HomePriceModel, fit_price_model
+from homeprice_assets.training.splits import time_split
+from homeprice_assets.training.tracking import input_example, log_price_model, set_alias
+
+MODEL = "homeprice"
+
+
+@dataclass
+class Registry:
+    uri: str
+    home: Path
+    model: HomePriceModel
+    validation: pd.DataFrame
+    train: pd.DataFrame
+
+    def register(self, model: HomePriceModel, alias: str | None = "champion") -> str:
+        """Log and register ``model``; point ``alias`` at it; returns the version."""
+        mlflow.set_tracking_uri(self.uri)
+        info = log_price_model(model, input_example(self.train), registered_model_name=MODEL)
+        version = str(info.registered_model_version)
+        if alias:
+            set_alias(alias, version, MODEL)
+        return version
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, bundled_sales: pd.DataFrame) -> Registry:
+    """Two years of real Seattle sales (2014-2015) train the champion, v1, in a registry of its own."""
+    home = tmp_path_factory.mktemp("serving-home")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("serving-tests")
+    features = feature_table(clean_sales(bundled_sales, load_config().data).clean)
+    split = time_split(features, validation_months=2, window_months=26, end_month="2016-02")
+    model = fit_price_model(split.train, {"num_boost_round": 300})
+    reg = Registry(uri, home, model, split.validation.reset_index(drop=True), split.train)
+    assert reg.register(model) == "1"
+    return reg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    prediction_log: Path
+
+    def post(self, path: str, payload: object, timeout: float = 60) -> requests.Response:
+        return requests.post(f"{self.url}{path}", json=payload, timeout=timeout)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+
+def start_server(registry: Registry, tmp: Path, poll_seconds: float = 1.0) -> Server:
+    port = free_port()
+    log_path = tmp / f"serve-{port}.log"
+    prediction_log = tmp / f"predictions-{port}.db"
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.uri,
+        "HOMEPRICE_HOME": str(registry.home),
+        "HOMEPRICE_PREDICTION_LOG_URL": f"sqlite:///{prediction_log}",
+        "HOMEPRICE_SERVING_POLL_SECONDS": str(poll_seconds),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+    }
+    cmd = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        "bento.service:HomePrice",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", proc, log_path, prediction_log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if requests.get(f"{server.url}/livez", timeout=2).status_code == 200:
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"bentoml serve did not come up:\n{server.log_tail()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+def wait_ready(server: Server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(f"{server.url}/readyz", timeout=5).status_code == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {timeout} s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(registry, tmp_path_factory.mktemp("serve"))
+    wait_ready(srv)
+    yield srv
+    stop_server(srv)
+
+
+def home_payload(row: pd.Series) -> dict:
+    """One validation sale as a request body (what a client would send)."""
+    fields = [
+        "location",
+        "living_sf",
+        "lot_sf",
+        "bldg_grade",
+        "beds",
+        "baths",
+        "age",
+        "eff_age",
+        "waterfront",
+        "latitude",
+        "longitude",
+    ]
+    home = {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in fields if pd.notna(row[f])}
+    home["location"] = str(home["location"])
+    home["waterfront"] = int(home.get("waterfront", 0))
+    home["sale_date"] = str(pd.Timestamp(row["sale_date"]).date())
+    return home
