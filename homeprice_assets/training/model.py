@@ -9,6 +9,7 @@ engineering with ``make_features`` so that serving needs nothing but the raw fie
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import lightgbm as lgb
@@ -45,6 +46,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "use_market_index": True,
     "time_feature": True,  # months_since_origin as a tree feature, on top of the index (residual drift)
     "comps_k": 0,  # comparable sales per home for the comp_* features (0: off; no gain measured here)
+    # market index settings (see market_index.IndexParams)
+    **asdict(IndexParams()),
 }
 _OWN_KEYS = ("num_boost_round", "early_stopping_rounds", "use_market_index", "time_feature", "comps_k")
 INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
