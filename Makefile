@@ -24,6 +24,7 @@ dev: install
 
 ## The whole test suite, as CI runs it.
 test: install
+	$(BIN)/python -m homeprice_assets_tests.prepare
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
