@@ -23,6 +23,7 @@ from starlette.routing import Route
 from homeprice_assets.config import mlflow_tracking_uri
 from homeprice_assets.serving import predictor
 from homeprice_assets.serving.holder import AliasFollower, LoadedModel, ModelHolder
+from homeprice_assets.serving.middleware import JsonOnly
 from homeprice_assets.serving.predlog import PredictionLog
 from homeprice_assets.serving.schemas import (
     MAX_BATCH_ROWS,
@@ -209,3 +210,6 @@ class HomePrice:
             **{f"{role}_version": v for role, v in self.holder.roles().items()},
             "model_name": MODEL_NAME,
         }
+
+
+HomePrice.add_asgi_middleware(JsonOnly)

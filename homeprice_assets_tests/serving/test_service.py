@@ -106,6 +106,10 @@ def test_malformed_json_and_oversized_batch_are_4xx(server: Server) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert 400 <= r.status_code < 500, r.text
+    r = requests.post(
+        f"{server.url}/predict", data=b"{}", timeout=30, headers={"Content-Type": "multipart/form-data"}
+    )
+    assert r.status_code == 415 and "expected application/json" in r.json()["error"]
     too_many = {"homes": [{"location": "79", "living_sf": 1000}] * 100_001}
     r = server.post("/predict_batch", too_many, timeout=120)
     assert 400 <= r.status_code < 500, r.text[:300]

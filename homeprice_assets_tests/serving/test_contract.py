@@ -1,0 +1,74 @@
+"""The service's OpenAPI contract under generated requests, and the Bento built from a registered model."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import mlflow
+import pytest
+import yaml
+
+from homeprice_assets_tests.serving.conftest import Registry, Server
+
+pytestmark = pytest.mark.slow
+
+
+def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> None:
+    st = Path(sys.executable).with_name("st")
+    done = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{server.url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "60",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "/predict_batch" in done.stdout and "/explain" in done.stdout
+
+
+def test_bento_is_built_with_the_model_and_a_dockerfile(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homeprice_assets.serving.build import build_bento, import_version
+
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    mlflow.set_tracking_uri(registry.uri)
+    model = import_version("homeprice", "1")
+    assert str(model.tag) == "homeprice:v1" and model.info.labels["model_version"] == "1"
+    assert import_version("homeprice", "1").tag == model.tag  # imported once
+    bento = build_bento(model)
+    path = Path(bento.path)
+    info = yaml.safe_load((path / "bento.yaml").read_text())
+    assert [m["tag"] for m in info["models"]] == ["homeprice:v1"]
+    envs = {e["name"]: e["value"] for e in info["envs"]}
+    assert envs["HOMEPRICE_SERVING_MODE"] == "pinned" and envs["HOMEPRICE_BENTO_MODEL"] == "homeprice:v1"
+    assert info["labels"]["model_version"] == "1"
+    assert {r["name"] for r in info["schema"]["routes"]} >= {
+        "predict",
+        "predict_batch",
+        "locations",
+        "explain",
+    }
+    dockerfile = (path / "env" / "docker" / "Dockerfile").read_text()
+    assert "python3.11" in dockerfile or "python:3.11" in dockerfile
+    requirements = (path / "env" / "python" / "requirements.txt").read_text()
+    assert "bentoml==1.4.39" in requirements and "lightgbm==4.7.0" in requirements
+    assert (path / "src" / "bento" / "service.py").is_file()
+    assert (path / "src" / "homeprice_assets" / "training" / "model.py").is_file()
+    assert (path / "src" / "bento" / "static" / "index.html").is_file()
+    assert bentoml.get(str(bento.tag)).tag == bento.tag
