@@ -1,0 +1,69 @@
+"""The prediction log on SQLite and on the real PostgreSQL server, and what happens when it cannot write."""
+
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from homeprice_assets.serving.predlog import PredictionLog, predictions
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _rows(n: int, version: str = "7", role: str = "champion") -> list[dict]:
+    tag = uuid.uuid4().hex[:8]
+    return [
+        {
+            "request_id": f"{tag}-{i}",
+            "model_name": "homeprice",
+            "model_version": version,
+            "model_role": role,
+            "parcel_id": f"{tag}-{i}",
+            "location": "79",
+            "inputs": {"living_sf": 1000 + i},
+            "price": 500_000.0 + i,
+            "price_lower": 400_000.0,
+            "price_upper": 600_000.0,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("url", ["sqlite", PG_URL], ids=["sqlite", "postgresql"])
+def test_rows_are_written_in_batches_with_model_and_role(url: str, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}" if url == "sqlite" else url
+    log = PredictionLog(url, batch_size=100, flush_interval_s=0.05)
+    rows = _rows(250, version="7", role="shadow")
+    log.append(rows)
+    deadline = time.monotonic() + 20
+    while log.written < 250 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(predictions.c.model_version, predictions.c.model_role, predictions.c.inputs).where(
+                predictions.c.parcel_id.in_([r["parcel_id"] for r in rows])
+            )
+        ).all()
+    assert len(stored) == 250 and log.failed == 0
+    assert {(v, r) for v, r, _ in stored} == {("7", "shadow")}
+    assert '"living_sf"' in stored[0][2]
+
+
+def test_an_unreachable_database_counts_failures_and_never_blocks(tmp_path) -> None:
+    failures: list[int] = []
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", flush_interval_s=0.05, on_failure=failures.append)
+    log.engine.dispose()
+    log.engine = sa.create_engine(
+        "postgresql://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    )
+    started = time.perf_counter()
+    log.append(_rows(10))
+    assert time.perf_counter() - started < 0.5  # the caller never waits for the database
+    deadline = time.monotonic() + 20
+    while log.failed < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    assert log.failed == 10 and sum(failures) == 10 and log.written == 0
