@@ -1,0 +1,13 @@
+"""Run every benchmark under bench/ in turn (`make bench`); each prints its own table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHES = ["lifecycle_bench.py", "serving_bench.py"]
+
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parent
+    for name in BENCHES:
+        print(f"\n=== {name} ===", flush=True)
+        subprocess.run([sys.executable, str(here / name)], check=True)

@@ -1,0 +1,249 @@
+"""Serving throughput and latency on loopback: the BentoML service vs a minimal Starlette app vs raw predict.
+
+    .venv/bin/python bench/serving_bench.py [--requests 400] [--seconds 20] [--concurrency 1 4 16]
+
+Trains one model on two years of the bundled data, registers it in a temporary MLflow registry, then in the
+same run: (1) the raw model in-process (``Booster.predict`` inside the pyfunc, no HTTP), (2) a minimal
+Starlette app around the same pyfunc under uvicorn, (3) `bentoml serve` of this project's service, which
+also validates, logs every prediction and keeps metrics. Every load loop is bounded in count and time and
+talks to 127.0.0.1 only. Ratios are against the Starlette app, measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from homeprice_assets.config import BUNDLED_DATA, load_config  # noqa: E402
+from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table  # noqa: E402
+from homeprice_assets.ingest.rules import clean_sales  # noqa: E402
+from homeprice_assets.training.model import fit_price_model  # noqa: E402
+from homeprice_assets.training.splits import time_split  # noqa: E402
+from homeprice_assets.training.tracking import coerce_inputs, input_example, log_price_model, set_alias  # noqa: E402
+
+STARLETTE_APP = textwrap.dedent(
+    """
+    import mlflow, pandas as pd
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from homeprice_assets.features.engineering import INPUT_FIELDS
+    from homeprice_assets.training.tracking import coerce_inputs
+
+    model = mlflow.pyfunc.load_model("models:/homeprice@champion")
+
+    def frame(rows):
+        return coerce_inputs(pd.DataFrame.from_records(rows, columns=list(INPUT_FIELDS)))
+
+    async def predict(request: Request):
+        out = model.predict(frame([(await request.json())["home"]]))
+        return JSONResponse({"price": float(out["price"].iloc[0])})
+
+    async def predict_batch(request: Request):
+        out = model.predict(frame((await request.json())["homes"]))
+        return JSONResponse({"prices": out["price"].tolist()})
+
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]),
+                            Route("/predict_batch", predict_batch, methods=["POST"])])
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], url: str, log: Path, cwd: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{cmd[0]} exited:\n{log.read_text()[-3000:]}")
+        try:
+            requests.post(url, json={"home": {"location": "79", "living_sf": 1500}}, timeout=5)
+            return proc
+        except requests.RequestException:
+            time.sleep(0.5)
+    stop(proc)
+    sys.exit(f"{cmd} did not start:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def load(
+    url: str, homes: list[dict], concurrency: int, max_requests: int, max_seconds: float
+) -> dict[str, float]:
+    """Closed-loop load: ``concurrency`` clients, at most ``max_requests`` in all and ``max_seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + max_seconds
+    per_client = max(max_requests // concurrency, 1)
+
+    def client(k: int) -> None:
+        nonlocal errors
+        session = requests.Session()
+        for i in range(per_client):
+            if time.monotonic() > deadline:
+                return
+            t = time.perf_counter()
+            r = session.post(url, json={"home": homes[(k * per_client + i) % len(homes)]}, timeout=30)
+            latencies.append(time.perf_counter() - t)
+            errors += r.status_code != 200
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    elapsed = time.perf_counter() - started
+    q = np.percentile(latencies, [50, 99]) * 1000
+    return {"rps": len(latencies) / elapsed, "p50": q[0], "p99": q[1], "n": len(latencies), "errors": errors}
+
+
+def batch_rows_per_s(url: str, homes: list[dict], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        r = requests.post(url, json={"homes": homes}, timeout=600)
+        times.append(time.perf_counter() - t)
+        assert r.status_code == 200, r.text[:300]
+    return len(homes) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level (max)")
+    parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--batch-rows", type=int, default=100_000)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="homeprice-serving-bench-"))
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bench")
+    print("training the benchmark model on 2014-2015 ...", file=sys.stderr)
+    sales = pd.read_csv(BUNDLED_DATA, dtype=str)
+    features = feature_table(clean_sales(sales, load_config().data).clean)
+    split = time_split(features, validation_months=2, window_months=26, end_month="2016-02")
+    model = fit_price_model(split.train, {})
+    info = log_price_model(model, input_example(split.train), registered_model_name="homeprice")
+    set_alias("champion", str(info.registered_model_version), "homeprice")
+
+    rows = split.validation[list(INPUT_FIELDS)].reset_index(drop=True)
+    homes = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items() if pd.notna(v) and k != "sale_date"}
+        | {"location": str(r["location"]), "waterfront": int(r["waterfront"])}
+        for _, r in rows.iterrows()
+    ]
+    big = (homes * (args.batch_rows // len(homes) + 1))[: args.batch_rows]
+
+    # (1) raw, in-process
+    one = coerce_inputs(rows.iloc[[0]])
+    t = time.perf_counter()
+    for _ in range(200):
+        model.predict(None, one)
+    raw_single_ms = (time.perf_counter() - t) / 200 * 1000
+    big_frame = coerce_inputs(pd.concat([rows] * (args.batch_rows // len(rows) + 1)).iloc[: args.batch_rows])
+    t = time.perf_counter()
+    model.predict(None, big_frame)
+    raw_rows_s = args.batch_rows / (time.perf_counter() - t)
+    booster_feats = model.features(big_frame)[model.feature_names]
+    t = time.perf_counter()
+    model.booster.predict(booster_feats)
+    booster_rows_s = args.batch_rows / (time.perf_counter() - t)
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "HOMEPRICE_HOME": str(tmp),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DO_NOT_TRACK": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    results: dict[str, dict] = {}
+    (tmp / "minimal_app.py").write_text(STARLETTE_APP)
+    bin_dir = Path(sys.executable).parent
+    servers = {
+        "starlette (minimal)": [
+            str(bin_dir / "uvicorn"),
+            "minimal_app:app",
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+            "--app-dir",
+            str(tmp),
+        ],
+        "bentoml (homeprice)": [
+            str(bin_dir / "bentoml"),
+            "serve",
+            "bento.service:HomePrice",
+            "--host",
+            "127.0.0.1",
+        ],
+    }
+    for name, cmd in servers.items():
+        port = free_port()
+        proc = start(
+            [*cmd, "--port", str(port)], env, f"http://127.0.0.1:{port}/predict", tmp / f"{port}.log", REPO
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            results[name] = {
+                c: load(f"{base}/predict", homes, c, args.requests, args.seconds) for c in args.concurrency
+            }
+            results[name]["batch"] = batch_rows_per_s(f"{base}/predict_batch", big)
+        finally:
+            stop(proc)
+
+    print(f"\nsingle-home predictions on loopback ({os.cpu_count()} cores); ratio = rps / starlette rps")
+    print(f"{'server':<22}{'conc':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'ratio':>8}")
+    for name, res in results.items():
+        for c in args.concurrency:
+            r = res[c]
+            ratio = r["rps"] / results["starlette (minimal)"][c]["rps"]
+            print(
+                f"{name:<22}{c:>6}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}{r['errors']:>8}{ratio:>8.2f}"
+            )
+    print(f"{'raw pyfunc (no HTTP)':<22}{1:>6}{1000 / raw_single_ms:>10.1f}{raw_single_ms:>10.2f}")
+    print(f"\n{args.batch_rows:,}-row batch: rows/s (ratio to raw pyfunc predict)")
+    print(f"{'raw Booster.predict':<28}{booster_rows_s:>14,.0f}{booster_rows_s / raw_rows_s:>8.2f}")
+    print(f"{'raw pyfunc predict':<28}{raw_rows_s:>14,.0f}{1.0:>8.2f}")
+    for name, res in results.items():
+        print(f"{name:<28}{res['batch']:>14,.0f}{res['batch'] / raw_rows_s:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
