@@ -31,7 +31,7 @@ PLAIN_PARAMS: dict[str, Any] = {
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "seed": 7,
-    "num_threads": 2,
+    "num_threads": 1,
     "verbose": -1,
 }
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from homeprice_assets.features.engineering import INPUT_FIELDS
 from homeprice_assets.training import metrics as M
@@ -67,6 +68,7 @@ def test_model_attributes(fitted: Fitted) -> None:
     assert np.isfinite(model.predict(None, row)["price"]).all()
 
 
+@pytest.mark.slow
 def test_full_history_forward_year(features: pd.DataFrame) -> None:
     """Train through 2015, value 2016: beats the plain-tree (~11%) and hedonic (~14%) MdAPE of the issue."""
     from homeprice_assets.training.model import fit_price_model
