@@ -35,8 +35,23 @@ from homeprice_assets.serving.schemas import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
+# Inside a built Bento this file sits at <bento>/src/bento/service.py, next to <bento>/bento.yaml.
+BUILT_BENTO = Path(__file__).resolve().parents[2] / "bento.yaml"
 MODEL_NAME = os.environ.get("HOMEPRICE_MODEL_NAME", "homeprice")
-BENTO_MODEL = os.environ.get("HOMEPRICE_BENTO_MODEL", f"{MODEL_NAME}:latest")
+
+
+def _baked_model() -> str:
+    """The model tag baked into this Bento (its bento.yaml), else ``$HOMEPRICE_BENTO_MODEL`` or latest."""
+    if BUILT_BENTO.is_file():
+        import yaml
+
+        models = yaml.safe_load(BUILT_BENTO.read_text()).get("models") or []
+        if models:
+            return str(models[0]["tag"])
+    return os.environ.get("HOMEPRICE_BENTO_MODEL", f"{MODEL_NAME}:latest")
+
+
+DEFAULT_MODE = "pinned" if BUILT_BENTO.is_file() else "follow"
 ROLE = "champion"
 
 PREDICTIONS = bentoml.metrics.Counter(
@@ -82,7 +97,7 @@ class HomePrice:
         import mlflow
 
         mlflow.set_tracking_uri(mlflow_tracking_uri())
-        self.mode = os.environ.get("HOMEPRICE_SERVING_MODE", "follow")
+        self.mode = os.environ.get("HOMEPRICE_SERVING_MODE", DEFAULT_MODE)
         self.holder = ModelHolder()
         self.log = PredictionLog(
             os.environ.get("HOMEPRICE_PREDICTION_LOG_URL") or None, on_failure=lambda n: LOG_FAILURES.inc(n)
@@ -105,7 +120,7 @@ class HomePrice:
     def _load_pinned(self) -> None:
         import bentoml.mlflow
 
-        model = bentoml.models.get(BENTO_MODEL)
+        model = bentoml.models.get(_baked_model())
         pyfunc = bentoml.mlflow.load_model(model)
         version = model.info.labels.get("model_version", str(model.tag.version))
         self._swapped(LoadedModel(version, ROLE, str(model.tag), pyfunc, pyfunc.unwrap_python_model()), None)

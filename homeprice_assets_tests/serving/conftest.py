@@ -110,13 +110,20 @@ def start_server(registry: Registry, tmp: Path, poll_seconds: float = 1.0) -> Se
         start_new_session=True,
     )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path, prediction_log)
-    deadline = time.monotonic() + 120
+    wait_up(server)
+    return server
+
+
+def wait_up(server: Server, timeout: float = 120) -> None:
+    """Until /livez answers (the process is serving, with or without a model)."""
+    proc = server.proc
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"bentoml serve exited {proc.returncode}:\n{server.log_tail()}")
         try:
             if requests.get(f"{server.url}/livez", timeout=2).status_code == 200:
-                return server
+                return
         except requests.RequestException:
             pass
         time.sleep(0.5)
