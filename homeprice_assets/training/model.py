@@ -47,11 +47,21 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # homeprice settings (not LightGBM's)
     "use_market_index": True,
     "time_feature": True,  # months_since_origin as a tree feature, on top of the index (residual drift)
+    # Refit the trees on the calibration months too once the conformal scores are taken: the newest sales
+    # then inform the model; the scores, from trees that saw less, stay (slightly conservative).
+    "refit_on_calibration": True,
     "comps_k": 0,  # comparable sales per home for the comp_* features (0: off; no gain measured here)
     # market index settings (see market_index.IndexParams)
     **asdict(IndexParams()),
 }
-_OWN_KEYS = ("num_boost_round", "early_stopping_rounds", "use_market_index", "time_feature", "comps_k")
+_OWN_KEYS = (
+    "num_boost_round",
+    "early_stopping_rounds",
+    "use_market_index",
+    "time_feature",
+    "comps_k",
+    "refit_on_calibration",
+)
 INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
 
 
@@ -215,8 +225,10 @@ def fit_price_model(
     2. index on the rest, trees on log price minus index with early stopping, then refit on rest + ES months;
     3. conformal scores = |log error| on the calibration slice, with the index *forecast* into it, as serving
        will forecast into the months after training;
-    4. the index is refit on all of ``train`` so the served level includes the newest months (the trees,
-       which the scores judge, stay as they were).
+    4. the index is refit on all of ``train`` (aligned to the old level) so the served level includes the
+       newest months; with ``refit_on_calibration`` (default) the trees are refit on all of ``train`` too,
+       keeping the scores of the trees that had not seen the calibration months (measured: MdAPE -0.1 to
+       -0.3 points, coverage unchanged).
     """
     started = time.perf_counter()
     lgb_params, own, index_params = _split_params(params or {})
@@ -300,6 +312,12 @@ def fit_price_model(
             refit.month_effect = refit.month_effect + shift
         model.index = refit
         set_comparables(train)  # serving compares with every training sale, the newest included
+        if own["refit_on_calibration"]:
+            design = model._design(train[list(FEATURES)], self_rows=np.arange(len(train)))[feature_names]
+            rounds_all = int(best_iteration * min(len(train) / max(len(fit_all), 1), 1.25))
+            model.booster = lgb.train(
+                lgb_params, lgb.Dataset(design, target(train, model.index)), num_boost_round=rounds_all
+            )
 
     model.trained_through = month_of(train).max()
     model.locations = {
