@@ -16,6 +16,7 @@ from homeprice_assets.partitions import register_months
 from homeprice_assets.resources.landing import LocalLandingZone
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.serving.assets import bento
 from homeprice_assets.training import assets as lifecycle
 from homeprice_assets.training.baseline import MedianPriceBaseline
 from homeprice_assets.training.metrics import mdape
@@ -23,7 +24,7 @@ from homeprice_assets.training.tracking import CHALLENGER, CHAMPION, PREVIOUS, a
 
 pytestmark = pytest.mark.slow
 
-ALL_ASSETS = [raw_sales, clean_sales, sale_features, *dg.load_assets_from_modules([lifecycle])]
+ALL_ASSETS = [raw_sales, clean_sales, sale_features, *dg.load_assets_from_modules([lifecycle]), bento]
 MODEL = "homeprice-lifecycle-test"
 
 
@@ -130,6 +131,18 @@ def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> 
     assert _meta(again, "promoted_model")["changed"] is False
     assert str(alias_version(CHAMPION, MODEL).version) == "1"
     assert alias_version(PREVIOUS, MODEL) is None
+
+
+def test_bento_packages_the_champion(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    import bentoml
+
+    result = env.run(["bento"])
+    assert result.success
+    meta = _meta(result, "bento")
+    assert meta["model_version"] == "1" and meta["model_tag"] == f"{MODEL}:v1"
+    built = bentoml.get(meta["bento_tag"])
+    assert [str(m.tag) for m in built.info.all_models] == [f"{MODEL}:v1"]
+    assert Path(meta["dockerfile"]).is_file()
 
 
 def test_challenger_on_corrupted_labels_is_not_promoted(env: Env, first: dg.ExecuteInProcessResult) -> None:
