@@ -119,6 +119,12 @@ def _print_next_steps(started: float, trained: bool) -> None:
         card = homeprice_home() / "reports" / f"v{champion.version}" / "model_card.html"
         print(f"  champion         homeprice v{champion.version} (models:/homeprice@champion)")
         print(f"  model card       {card}")
+        print(
+            f"  serve it         HOMEPRICE_HOME={homeprice_home()} "
+            f"MLFLOW_TRACKING_URI={mlflow_tracking_uri()} \\\n"
+            "                   .venv/bin/bentoml serve bento.service:HomePrice --port 3001 "
+            "-> http://127.0.0.1:3001/ui/"
+        )
     if not trained:
         print("  the model lifecycle did not finish: see the failed check or step above, or the Dagster UI")
 
