@@ -72,6 +72,11 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     the model has seen, the freshest date for which its price level is estimated rather than forecast.
     """
 
+    # Class-level defaults for attributes added after a model may have been pickled: a champion logged by an
+    # older release must still load and predict (the class is pickled by reference, its state by value).
+    comparables: Comparables | None = None
+    _explainer: Any = None
+
     def __init__(
         self,
         booster: lgb.Booster,

@@ -185,3 +185,18 @@ def test_validation_names_a_missing_feature(env: Env, first: dg.ExecuteInProcess
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "missing column(s) ['bldg_grade']" in failure.step_failure_data.error.message
+
+
+def test_a_model_pickled_by_an_older_release_still_predicts(features: pd.DataFrame) -> None:
+    """Old champions stay loadable when the class gains attributes (here: one its pickle lacks)."""
+    import pickle
+
+    from homeprice_assets.training.model import fit_price_model
+    from homeprice_assets.training.splits import time_split
+
+    split = time_split(features, validation_months=1, window_months=14, end_month="2012-02")
+    model = fit_price_model(split.train, {"num_boost_round": 50})
+    expected = model.predict(None, split.validation)["price"].to_numpy()
+    del model.__dict__["comparables"]  # as if pickled before the attribute existed
+    old = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(old.predict(None, split.validation)["price"].to_numpy(), expected)
