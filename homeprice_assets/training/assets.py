@@ -163,6 +163,9 @@ def price_model(
                 if isinstance(v, int | float | np.floating) and not isinstance(v, bool)
             }
         )
+        for part, span in model.facts.get("ranges", {}).items():  # fit / early-stopping / calibration months
+            if span:
+                mlflow.log_param(f"{part}_range", "..".join(span))
         info = log_price_model(model, input_example(training_set), registered_model_name=name)
         version = str(info.registered_model_version)
         set_alias(CHALLENGER, version, name)
@@ -317,6 +320,7 @@ def model_explanations(
         y=validation_set["sale_price"].to_numpy(),
         max_rows=training_settings().explain_sample,
     )
+    (report.html_path.parent / "method.txt").write_text(report.method)
     MlflowClient().log_artifacts(run_id, str(report.html_path.parent), artifact_path="explanations")
     if report.fallback_reason:
         context.log.warning(f"SHAP failed, used {report.method}: {report.fallback_reason}")
@@ -359,6 +363,7 @@ def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackin
     out = reports_dir(version)
     summary = json.loads((out / "validation" / "validation_summary.json").read_text())
     importances = pd.read_csv(out / "explanations" / "feature_importance.csv")
+    method_file = out / "explanations" / "method.txt"
     this = _version_facts(name, version) or {}
     previous_version = summary["facts"].get("champion_version")
     metrics = summary["metrics"]
@@ -384,6 +389,7 @@ def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackin
             "level": float(run.data.params.get("interval_level", 0.8)),
             "coverage": challenger_metrics.get("interval_coverage"),
             "width": challenger_metrics.get("interval_median_width"),
+            "calibration_range": run.data.params.get("calibration_range"),
         },
         "hyperparameters": this.get("hyperparameters", {}),
         "features": list(FEATURES),
@@ -394,6 +400,7 @@ def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackin
             "SHAP summary": out / "explanations" / "shap_summary.png",
         },
         "importances": importances.to_dict(orient="records"),
+        "explanation_method": method_file.read_text() if method_file.is_file() else "SHAP",
     }
     path = reports.model_card(facts, out / "model_card.html")
     MlflowClient().log_artifact(champion.run_id, str(path), artifact_path="model_card")

@@ -122,6 +122,9 @@ def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.Execu
     card = Path(_meta(first, "model_card")["model_card"])
     html = card.read_text()
     assert "first model" in html and "Intended use" in html and "data:image/png;base64" in html
+    calibration = run.data.params["calibration_range"]
+    assert calibration == "2015-07..2015-09" and calibration in html
+    assert "Global importance (shap" in html
     assert _meta(first, "model_explanations")["method"].startswith("shap")
 
 
