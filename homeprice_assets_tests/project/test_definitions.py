@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from homeprice_assets.config import REPO_ROOT
+from homeprice_assets_tests.helpers import stop_process_group
 
 CORE_ASSETS = {"raw_sales", "clean_sales", "quarantined_sales", "sale_features"}
 
@@ -79,10 +79,5 @@ def test_dagster_dev_serves_the_graph(tmp_path: Path) -> None:
         # the instance is the repository's dagster.yaml: SQLite storage under the given folder
         assert (tmp_path / "dagster").is_dir()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         log.close()

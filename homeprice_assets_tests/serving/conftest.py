@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,11 +17,12 @@ import pytest
 import requests
 
 from homeprice_assets.config import REPO_ROOT, load_config
-from homeprice_assets.features.engineering import feature_table
+from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table
 from homeprice_assets.ingest.rules import clean_sales
 from homeprice_assets.training.model import HomePriceModel, fit_price_model
 from homeprice_assets.training.splits import time_split
 from homeprice_assets.training.tracking import input_example, log_price_model, set_alias
+from homeprice_assets_tests.helpers import stop_process_group
 
 MODEL = "homeprice"
 
@@ -132,12 +132,7 @@ def wait_up(server: Server, timeout: float = 120) -> None:
 
 
 def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
+    stop_process_group(server.proc)
 
 
 def wait_ready(server: Server, timeout: float = 60) -> None:
@@ -159,19 +154,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def home_payload(row: pd.Series) -> dict:
     """One validation sale as a request body (what a client would send)."""
-    fields = [
-        "location",
-        "living_sf",
-        "lot_sf",
-        "bldg_grade",
-        "beds",
-        "baths",
-        "age",
-        "eff_age",
-        "waterfront",
-        "latitude",
-        "longitude",
-    ]
+    fields = [f for f in INPUT_FIELDS if f != "sale_date"]
     home = {f: (row[f].item() if hasattr(row[f], "item") else row[f]) for f in fields if pd.notna(row[f])}
     home["location"] = str(home["location"])
     home["waterfront"] = int(home.get("waterfront", 0))
