@@ -25,6 +25,14 @@ def _core() -> dg.Definitions:
         assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets, serving_assets]),
         jobs=[ingest_job, lifecycle_job],
         schedules=[lifecycle_schedule],
+        sensors=[
+            # Repackage the Bento whenever a new champion is promoted, however the promotion was started.
+            dg.AutomationConditionSensorDefinition(
+                "serving_automation",
+                target=dg.AssetSelection.groups("serving"),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+            )
+        ],
         resources={
             "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
             "landing": landing_zone_from_url(),

@@ -51,13 +51,16 @@ class Env:
             ALL_ASSETS,
             selection=selection,
             instance=self.instance,
-            resources={
-                "io_manager": ParquetStorage(base_dir=str(self.storage_dir)),
-                "mlflow_tracking": self.tracking,
-                "landing": LocalLandingZone(root=str(self.root / "landing")),
-            },
+            resources=self.resources(),
             raise_on_error=False,
         )
+
+    def resources(self) -> dict:
+        return {
+            "io_manager": ParquetStorage(base_dir=str(self.storage_dir)),
+            "mlflow_tracking": self.tracking,
+            "landing": LocalLandingZone(root=str(self.root / "landing")),
+        }
 
     def checks(self, result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
         return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -134,6 +137,17 @@ def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> 
     assert _meta(again, "promoted_model")["changed"] is False
     assert str(alias_version(CHAMPION, MODEL).version) == "1"
     assert alias_version(PREVIOUS, MODEL) is None
+
+
+def test_a_promotion_makes_the_bento_due(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    """The serving automation sensor's condition: each update of promoted_model requests a new Bento."""
+    defs = dg.Definitions(assets=ALL_ASSETS, resources=env.resources())
+    before = dg.evaluate_automation_conditions(defs=defs, instance=env.instance)  # the sensor's first tick
+    assert before.get_num_requested(dg.AssetKey("bento")) == 0
+    assert env.run(["promoted_model"]).success  # a promotion (here: a no-op re-run) updates promoted_model
+    after = dg.evaluate_automation_conditions(defs=defs, instance=env.instance, cursor=before.cursor)
+    assert after.get_num_requested(dg.AssetKey("bento")) == 1
+    assert after.get_num_requested(dg.AssetKey("promoted_model")) == 0
 
 
 def test_bento_packages_the_champion(env: Env, first: dg.ExecuteInProcessResult) -> None:
