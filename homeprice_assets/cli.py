@@ -10,8 +10,12 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 from homeprice_assets.config import REPO_ROOT, apply_env_defaults, homeprice_home, mlflow_tracking_uri
 
@@ -45,25 +49,55 @@ def cmd_land(args: argparse.Namespace) -> int:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_ingest(months: Sequence[str] | None = None) -> dict[str, bool]:
-    """Register landed months as partitions and run the ingest job for each, in-process; month -> success."""
+def run_ingest(months: Sequence[str] | None = None) -> dict[str, str]:
+    """Register landed months as partitions and run the ingest job, in-process, for each whose files changed.
+
+    Returns month -> "ran", "unchanged" (the same files were ingested successfully before) or "failed".
+    """
     import dagster as dg
 
     from homeprice_assets.definitions import defs
     from homeprice_assets.partitions import register_months
+    from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, month_digest
 
     instance = dg.DagsterInstance.get()
     landing = defs.resources["landing"]
-    todo = list(months) if months is not None else landing.months()
+    files = landing.list_files()
+    todo = list(months) if months is not None else sorted({f.month for f in files})
     register_months(instance, todo)
     job = defs.resolve_job_def("ingest_job")
     results = {}
     for month in tqdm(todo, desc="ingest", unit="month", file=sys.stderr, disable=None):
+        digest = month_digest(files, month)
+        if _already_ingested(instance, month, digest):
+            results[month] = "unchanged"  # the same files were ingested successfully before
+            continue
         result = job.execute_in_process(
-            instance=instance, partition_key=month, raise_on_error=False, run_config=QUIET
+            instance=instance,
+            partition_key=month,
+            raise_on_error=False,
+            run_config=QUIET,
+            tags={LANDED_DIGEST_TAG: digest},
         )
-        results[month] = result.success
+        results[month] = "ran" if result.success else "failed"
     return results
+
+
+def _already_ingested(instance: dg.DagsterInstance, month: str, digest: str) -> bool:
+    """A successful ingest run of exactly these files exists (so `homeprice run` again only retrains)."""
+    import dagster as dg
+
+    from homeprice_assets.resources.landing import LANDED_DIGEST_TAG
+
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name="ingest_job",
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            tags={"dagster/partition": month, LANDED_DIGEST_TAG: digest},
+        ),
+        limit=1,
+    )
+    return bool(runs)
 
 
 def run_lifecycle() -> bool:
@@ -86,17 +120,28 @@ def run_lifecycle() -> bool:
     return result.success
 
 
+def _report_ingest(results: dict[str, str]) -> list[str]:
+    failed = [m for m, state in results.items() if state == "failed"]
+    ran = sum(state == "ran" for state in results.values())
+    print(
+        f"ingested {len(results) - len(failed)}/{len(results)} month(s): {ran} run(s), "
+        f"{len(results) - len(failed) - ran} unchanged"
+        + (f"; failed: {', '.join(failed)} (see the Dagster UI)" if failed else "")
+    )
+    return failed
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    return 1 if _report_ingest(run_ingest()) else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if not args.no_land:
         cmd_land(args)
     results = run_ingest()
-    failed = [m for m, ok in results.items() if not ok]
-    print(
-        f"ingested {len(results) - len(failed)}/{len(results)} month(s)"
-        + (f"; failed: {', '.join(failed)} (see the Dagster UI)" if failed else "")
-    )
-    trained = run_lifecycle() if not failed or len(failed) < len(results) else False
+    failed = _report_ingest(results)
+    trained = run_lifecycle() if len(failed) < len(results) else False
     _print_next_steps(started, trained)
     return 1 if failed or not trained else 0
 
@@ -154,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_land = sub.add_parser("land", help="write sales into the landing zone as one file per month")
     landing_args(p_land)
     p_land.set_defaults(func=cmd_land)
+
+    p_ingest = sub.add_parser("ingest", help="run the ingest job for every landed month whose files changed")
+    p_ingest.set_defaults(func=cmd_ingest)
 
     p_run = sub.add_parser("run", help="land the bundled data and materialize the whole graph in-process")
     landing_args(p_run)

@@ -4,7 +4,6 @@ Every sensor keeps its progress in its cursor (JSON) and sets run keys, so a res
 nor repeats work: a lost cursor at worst re-requests runs that Dagster then drops by their run key.
 """
 
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from homeprice_assets.monitoring.status import (
     run_partition,
 )
 from homeprice_assets.partitions import sale_month_partitions
-from homeprice_assets.resources.landing import LandingZone
+from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, month_digest
 
 TRIGGER_TAG = "homeprice/trigger"
 DRIFT_REPORT = dg.AssetKey("drift_report")
@@ -57,13 +56,12 @@ def build_landing_sensor(interval_seconds: int = 60, name: str = "landing_sensor
         requests = []
         for month in months:
             # The run key names the month's exact content: the same files never run twice, a change does.
-            content = sorted(f"{f.key}={f.fingerprint}" for f in files if f.month == month)
-            digest = hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
+            digest = month_digest(files, month)
             requests.append(
                 dg.RunRequest(
                     run_key=f"ingest:{month}:{digest}",
                     partition_key=month,
-                    tags={TRIGGER_TAG: "landing", MONTH_TAG: month},
+                    tags={TRIGGER_TAG: "landing", MONTH_TAG: month, LANDED_DIGEST_TAG: digest},
                 )
             )
         if requests:

@@ -6,6 +6,7 @@ its fingerprint (content hash locally, ETag on S3) tells a new or changed file f
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -149,6 +150,15 @@ class S3LandingZone(LandingZone):
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+
+
+LANDED_DIGEST_TAG = "homeprice/landed_digest"
+
+
+def month_digest(files: list[LandedFile], month: str) -> str:
+    """A short hash of which files (and contents) a month has: an equal digest means nothing new."""
+    content = sorted(f"{f.key}={f.fingerprint}" for f in files if f.month == month)
+    return hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
 
 
 def landing_zone_from_url(url: str | None = None) -> LandingZone:

@@ -90,3 +90,30 @@ def test_land_command(tmp_path: Path) -> None:
     bad = subprocess.run([*cmd[:-1], "2010-3x"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "until: expected a month like 2014-06, got '2010-3x'" in bad.stderr
+
+
+def test_ingest_command_runs_only_months_whose_files_changed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"HOMEPRICE_HOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "homeprice_assets.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    cli("land", "--since", "2012-01", "--until", "2012-02")
+    assert "ingested 2/2 month(s): 2 run(s), 0 unchanged" in cli("ingest")
+    assert "ingested 2/2 month(s): 0 run(s), 2 unchanged" in cli("ingest")
+    (home / "landing" / "2012-02").mkdir()
+    (home / "landing" / "2012-02" / "late.csv").write_text(
+        (home / "landing" / "sales_2012-02.csv").read_text().splitlines()[0] + "\n"
+    )  # a header-only file
+    assert "ingested 2/2 month(s): 1 run(s), 1 unchanged" in cli("ingest")
+    # the instance is the repository's dagster.yaml, with its storage under the project home
+    assert (home / "dagster").is_dir()
