@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's stores, unless HOMEPRICE_KEEP_TEST_HOME=1 keeps them for a post-mortem."""
     if os.environ.get("HOMEPRICE_KEEP_TEST_HOME") != "1":
         shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_store() -> Iterator[None]:
+    """MLflow keeps its store and active experiment in globals *and* in $MLFLOW_TRACKING_URI and
+    $MLFLOW_EXPERIMENT_ID: put them back after each test, so a test that points MLflow elsewhere (another
+    SQLite file, PostgreSQL) leaks nothing into the next."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    saved_experiment = fluent._active_experiment_id
+    yield
+    if {k: os.environ.get(k) for k in keys} != saved_env:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        mlflow.set_tracking_uri(saved_env["MLFLOW_TRACKING_URI"])
+        fluent._active_experiment_id = saved_experiment
 
 
 @pytest.fixture(scope="session")
