@@ -14,7 +14,7 @@ from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.monitoring import definitions as monitoring
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.mlflow import MlflowTracking
-from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.resources.storage import storage_from_url
 from homeprice_assets.serving import assets as serving_assets
 from homeprice_assets.training import assets as training_assets
 from homeprice_assets.training.jobs import lifecycle_job, lifecycle_schedule
@@ -34,7 +34,7 @@ def _core() -> dg.Definitions:
             )
         ],
         resources={
-            "io_manager": ParquetStorage(base_dir=dg.EnvVar("HOMEPRICE_STORAGE_DIR").get_value()),
+            "io_manager": storage_from_url(),
             "landing": landing_zone_from_url(),
             "mlflow_tracking": MlflowTracking(
                 tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI").get_value(),

@@ -117,3 +117,35 @@ def test_ingest_command_runs_only_months_whose_files_changed(tmp_path: Path) -> 
     assert "ingested 2/2 month(s): 1 run(s), 1 unchanged" in cli("ingest")
     # the instance is the repository's dagster.yaml, with its storage under the project home
     assert (home / "dagster").is_dir()
+
+
+def test_s3_landing_and_s3_asset_storage(s3_endpoint: str, instance) -> None:
+    """The production shape: sales land in S3 and every asset is stored in S3, up to the training split."""
+    import dagster as dg
+
+    from homeprice_assets.resources.storage import S3ParquetStorage, storage_from_url
+    from homeprice_assets.training.assets import model_datasets
+    from homeprice_assets_tests.helpers import INGEST_ASSETS
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="assets")
+    zone = S3LandingZone(bucket="sales", prefix="in", endpoint_url=s3_endpoint)
+    storage = S3ParquetStorage(bucket="assets", prefix="homeprice", endpoint_url=s3_endpoint)
+    months = land_history(zone, CONFIG, since="2013-01", until="2013-04")
+    for month in months:
+        assert ingest_month(month, instance, zone, storage).success
+    result = dg.materialize(
+        [*INGEST_ASSETS, model_datasets],
+        selection=["training_set", "validation_set"],
+        instance=instance,
+        resources={"landing": zone, "io_manager": storage},
+    )
+    train = result.output_for_node("model_datasets", "training_set")
+    assert sorted(train["sale_month"].unique()) == ["2013-01"]
+    keys = {
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="assets")["Contents"]
+    }
+    assert {f"homeprice/sale_features/{m}.parquet" for m in months} <= keys
+    assert {"homeprice/training_set.parquet", "homeprice/validation_set.parquet"} <= keys
+    chosen = storage_from_url("s3://assets/homeprice")
+    assert isinstance(chosen, S3ParquetStorage) and (chosen.bucket, chosen.prefix) == ("assets", "homeprice")
