@@ -17,8 +17,8 @@ class UnknownLocationError(ValueError):
 
 def to_frame(homes: list[Home]) -> pd.DataFrame:
     """Requests as the model's raw-input frame (every input field present, typed as the schema wants)."""
-    records = [h.model_dump(exclude={"parcel_id"}) for h in homes]
-    frame = pd.DataFrame.from_records(records, columns=list(INPUT_FIELDS))
+    # The validated models' own field dicts: no per-row model_dump (100k rows in a batch).
+    frame = pd.DataFrame.from_records([h.__dict__ for h in homes], columns=list(INPUT_FIELDS))
     return coerce_inputs(frame)
 
 

@@ -1,8 +1,9 @@
 """The prediction log: every prediction, with the model version and role that made it, in a SQL table.
 
-Requests only put rows on an in-memory queue; a writer thread inserts them in batches. A slow or broken
-database therefore never slows or fails a request: rows that cannot be written are counted (and the
-queue is bounded, so a long outage drops the oldest work instead of exhausting memory).
+A request only puts a job on an in-memory queue: the rows themselves (one dict and one JSON string per home)
+are built by a writer thread and inserted in batches, so neither a 100k-row batch nor a slow or broken
+database slows or fails a request. Rows that cannot be written are counted; the queue is bounded in rows, so
+a long outage drops new work instead of exhausting memory.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def default_url() -> str:
     return f"sqlite:///{homeprice_home() / 'predictions.db'}"
 
 
+Rows = list[dict[str, Any]]
+
+
 class PredictionLog:
     """Batched, off-request-path writer of prediction rows."""
 
@@ -52,7 +56,7 @@ class PredictionLog:
         url: str | None = None,
         batch_size: int = 1000,
         flush_interval_s: float = 0.5,
-        max_queue: int = 1_000_000,
+        max_pending_rows: int = 1_000_000,
         on_failure: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url or default_url()
@@ -63,53 +67,93 @@ class PredictionLog:
         self.engine = sa.create_engine(self.url, pool_pre_ping=True)
         metadata.create_all(self.engine)
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
+        self.max_pending_rows = max_pending_rows
+        # jobs: (row count, request time, a function that builds the rows)
+        self._queue: queue.SimpleQueue[tuple[int, dt.datetime, Callable[[], Rows]]] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
         self.on_failure = on_failure
         self.written = 0
         self.failed = 0
         self._stop = threading.Event()
+        self._flushing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Queue rows (never blocks the request; a full queue counts the rows as failed)."""
-        now = dt.datetime.now(dt.UTC)
-        for row in rows:
-            row.setdefault("created_at", now)
-            if not isinstance(row.get("inputs"), str):
-                row["inputs"] = json.dumps(row.get("inputs"), default=str)
-            try:
-                self._queue.put_nowait(row)
-            except queue.Full:
-                self._count_failed(1)
+    def append(self, rows: Rows) -> None:
+        """Queue ready-made rows (never blocks the request)."""
+        self.submit(len(rows), lambda: rows)
+
+    def submit(self, n: int, build: Callable[[], Rows]) -> None:
+        """Queue ``n`` rows that ``build`` makes later, on the writer thread; O(1) for the caller.
+
+        When more than ``max_pending_rows`` are waiting, the rows are counted as failed instead."""
+        with self._lock:
+            full = self._pending + n > self.max_pending_rows
+            if not full:
+                self._pending += n
+        if full:
+            self._count_failed(n)
+            return
+        self._queue.put((n, dt.datetime.now(dt.UTC), build))
+
+    @property
+    def pending(self) -> int:
+        """Rows queued and not yet written or counted as failed."""
+        return self._pending
 
     def _count_failed(self, n: int) -> None:
         self.failed += n
         if self.on_failure:
             self.on_failure(n)
 
-    def _drain(self) -> list[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _done(self, n: int) -> None:
+        with self._lock:
+            self._pending -= n
+
+    def _rows(self, n: int, at: dt.datetime, build: Callable[[], Rows]) -> Rows:
+        try:
+            rows = build()
+        except Exception as exc:
+            log.warning("prediction log: %d row(s) could not be built: %s", n, exc)
+            self._count_failed(n)
+            self._done(n)
+            return []
+        if len(rows) != n:  # keep the pending count honest whatever the builder made
+            self._done(n - len(rows))
+        for row in rows:
+            row.setdefault("created_at", at)
+            if not isinstance(row.get("inputs"), str):
+                row["inputs"] = json.dumps(row.get("inputs"), default=str)
+        return rows
+
+    def _write(self, batch: Rows) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(predictions.insert(), batch)
+            self.written += len(batch)
+        except Exception as exc:
+            log.warning("prediction log: %d row(s) not written: %s", len(batch), exc)
+            self._count_failed(len(batch))
+        self._done(len(batch))
 
     def flush(self) -> int:
-        """Write what is queued now; returns rows written."""
-        total = 0
-        while batch := self._drain():
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(predictions.insert(), batch)
-                self.written += len(batch)
-                total += len(batch)
-            except Exception as exc:
-                log.warning("prediction log: %d row(s) not written: %s", len(batch), exc)
-                self._count_failed(len(batch))
-        return total
+        """Build and write everything queued now, ``batch_size`` rows per insert; returns rows written."""
+        with self._flushing:
+            before = self.written
+            batch: Rows = []
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.extend(self._rows(*job))
+                while len(batch) >= self.batch_size:
+                    self._write(batch[: self.batch_size])
+                    batch = batch[self.batch_size :]
+            if batch:
+                self._write(batch)
+            return self.written - before
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):

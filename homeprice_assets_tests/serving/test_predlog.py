@@ -67,3 +67,34 @@ def test_an_unreachable_database_counts_failures_and_never_blocks(tmp_path) -> N
         time.sleep(0.05)
     log.close()
     assert log.failed == 10 and sum(failures) == 10 and log.written == 0
+
+
+def test_rows_are_built_on_the_writer_thread_and_overflow_is_counted(tmp_path) -> None:
+    """A request queues a job (O(1)); the writer builds and writes its rows; past the bound rows are dropped
+    and counted, and a job that cannot build its rows is counted too."""
+    import threading
+
+    failures: list[int] = []
+    log = PredictionLog(
+        f"sqlite:///{tmp_path / 'p.db'}",
+        flush_interval_s=3600,  # nothing is written until close(): the writer's last flush, on its thread
+        max_pending_rows=300,
+        on_failure=failures.append,
+    )
+    built_on: list[str] = []
+
+    def build() -> list[dict]:
+        built_on.append(threading.current_thread().name)
+        return _rows(200)
+
+    def broken() -> list[dict]:
+        raise ValueError("cannot serialize")
+
+    log.submit(200, build)
+    log.submit(200, build)  # 400 pending > 300: refused, counted
+    log.submit(50, broken)
+    assert log.pending == 250 and log.written == 0 and built_on == []
+    log.close()
+    assert built_on == ["prediction-log"]
+    assert log.written == 200 and log.failed == 250 and sorted(failures) == [50, 200]
+    assert log.pending == 0
