@@ -74,6 +74,10 @@ ERRORS = bentoml.metrics.Counter(
     documentation="Refused or failed requests",
     labelnames=["endpoint", "kind"],
 )
+POLL_ERRORS = bentoml.metrics.Counter(
+    name="homeprice_registry_poll_errors_total",
+    documentation="Registry polls or model loads that failed (the loaded model keeps serving)",
+)
 LOG_FAILURES = bentoml.metrics.Counter(
     name="homeprice_prediction_log_failures_total", documentation="Prediction rows that could not be logged"
 )
@@ -141,6 +145,7 @@ class HomePrice:
                 role=ROLE,
                 interval_s=float(os.environ.get("HOMEPRICE_SERVING_POLL_SECONDS", "5")),
                 on_swap=self._swapped,
+                on_error=lambda _exc: POLL_ERRORS.inc(),
             )
             self.follower.poll()
             self.follower.start()

@@ -72,10 +72,11 @@ class AliasFollower:
         role: str = "champion",
         interval_s: float = 5.0,
         on_swap: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.holder, self.name, self.alias, self.role = holder, name, alias, role
         self.interval_s = interval_s
-        self.on_swap = on_swap
+        self.on_swap, self.on_error = on_swap, on_error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
@@ -91,6 +92,8 @@ class AliasFollower:
         except Exception as exc:  # the registry being away must not take serving down
             self.errors += 1
             log.warning("could not poll %s@%s: %s", self.name, self.alias, exc)
+            if self.on_error:
+                self.on_error(exc)
             return False
         if loaded is None:
             return False

@@ -23,12 +23,18 @@ def to_frame(homes: list[Home]) -> pd.DataFrame:
 
 
 def check_locations(frame: pd.DataFrame, model: LoadedModel) -> None:
+    """Refuse rows whose location the model never saw, naming the locations and (for a batch) the rows."""
     known = model.inner.locations
-    unknown = sorted(set(frame["location"].astype(str)) - set(known))
-    if unknown:
+    locations = frame["location"].astype(str)
+    bad = ~locations.isin(set(known)).to_numpy()
+    if bad.any():
+        unknown = sorted(set(locations[bad]))
+        rows = np.flatnonzero(bad)
         shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        at = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
         raise UnknownLocationError(
-            f"location: unknown location(s) {shown}; the model knows {len(known)} (see /locations)"
+            f"location: unknown location(s) {shown} in row(s) {at}; the model knows {len(known)} "
+            "(see /locations)"
         )
 
 

@@ -19,7 +19,8 @@ MAX_BATCH_ROWS = 100_000
 class Home(BaseModel):
     """One home to price. Only ``location`` and ``living_sf`` are required; unknown extras are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN/Infinity (which Python's JSON accepts) are refused as "not a finite number", not as out of range.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     location: str = Field(min_length=1, max_length=64, description="area code, one of /locations")
     living_sf: float = Field(ge=_B.min_living_sf, le=_B.max_living_sf, description="living area, sq ft")

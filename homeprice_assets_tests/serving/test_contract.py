@@ -32,7 +32,7 @@ def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> 
             "--checks",
             "not_a_server_error",
             "--max-examples",
-            "40",
+            os.environ.get("HOMEPRICE_SCHEMATHESIS_EXAMPLES", "40"),
             "--workers",
             "1",
             "--request-timeout",

@@ -88,12 +88,24 @@ def test_explanation_adds_up_to_the_price(server: Server, registry: Registry) ->
         ({"home": {"location": "79", "living_sf": 1500, "beds": "many"}}, "beds", "valid number"),
         ({"home": {"location": "79", "living_sf": 1500, "garage": 2}}, "garage", "Extra inputs"),
         ({"home": {"location": "atlantis", "living_sf": 1500}}, "location", "unknown location(s) 'atlantis'"),
+        ('{"home": {"location": "79", "living_sf": NaN}}', "living_sf", "finite number"),  # raw JSON
+        (
+            {"homes": [{"location": "79", "living_sf": 1500}, {"location": "nope", "living_sf": 1500}]},
+            "location",
+            "unknown location(s) 'nope' in row(s) 1",
+        ),
         ({"homes": []}, "homes", "at least 1 item"),
     ],
 )
-def test_bad_input_is_a_4xx_naming_the_field(server: Server, payload: dict, field: str, problem: str) -> None:
+def test_bad_input_is_a_4xx_naming_the_field(
+    server: Server, payload: dict | str, field: str, problem: str
+) -> None:
     path = "/predict_batch" if "homes" in payload else "/predict"
-    r = server.post(path, payload)
+    if isinstance(payload, str):  # JSON that `requests` refuses to write (NaN)
+        headers = {"Content-Type": "application/json"}
+        r = requests.post(f"{server.url}{path}", data=payload, headers=headers, timeout=30)
+    else:
+        r = server.post(path, payload)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     assert field in r.text and problem in r.text, r.text
 
@@ -144,6 +156,7 @@ def test_metrics(server: Server, registry: Registry) -> None:
     assert 'homeprice_model_loaded{model_version="1"' in text
     assert "homeprice_predictions_total" in text and "homeprice_predicted_price_dollars_bucket" in text
     assert "homeprice_prediction_log_failures_total" in text
+    assert "homeprice_registry_poll_errors_total" in text
     assert "bentoml_service_request_duration_seconds" in text and "homeprice_request_errors_total" in text
 
 
