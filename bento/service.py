@@ -100,7 +100,7 @@ def _log_rows(
             "model_role": model.role,
             "parcel_id": h.parcel_id,
             "location": h.location,
-            "inputs": h.model_dump(mode="json", exclude_none=True),
+            "inputs": h.model_dump_json(exclude_none=True),  # pydantic-core writes the JSON: cheapest
             "price": float(p),
             "price_lower": float(lo),
             "price_upper": float(hi),
