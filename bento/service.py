@@ -132,7 +132,9 @@ class HomePrice:
         self.mode = os.environ.get("HOMEPRICE_SERVING_MODE", DEFAULT_MODE)
         self.holder = ModelHolder()
         self.log = PredictionLog(
-            os.environ.get("HOMEPRICE_PREDICTION_LOG_URL") or None, on_failure=lambda n: LOG_FAILURES.inc(n)
+            os.environ.get("HOMEPRICE_PREDICTION_LOG_URL") or None,
+            flush_interval_s=float(os.environ.get("HOMEPRICE_PREDICTION_LOG_FLUSH_SECONDS", "0.5")),
+            on_failure=lambda n: LOG_FAILURES.inc(n),
         )
         self.follower: AliasFollower | None = None
         if self.mode == "pinned":
@@ -149,6 +151,13 @@ class HomePrice:
             )
             self.follower.poll()
             self.follower.start()
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        """Stop following and write what the prediction log still holds: a redeploy loses no prediction."""
+        if self.follower is not None:
+            self.follower.stop()
+        self.log.close()
 
     def _load_pinned(self) -> None:
         import bentoml.mlflow

@@ -80,7 +80,9 @@ class Server:
         return self.log_path.read_text()[-4000:]
 
 
-def start_server(registry: Registry, tmp: Path, poll_seconds: float = 1.0) -> Server:
+def start_server(
+    registry: Registry, tmp: Path, poll_seconds: float = 1.0, extra_env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     log_path = tmp / f"serve-{port}.log"
     prediction_log = tmp / f"predictions-{port}.db"
@@ -91,6 +93,7 @@ def start_server(registry: Registry, tmp: Path, poll_seconds: float = 1.0) -> Se
         "HOMEPRICE_PREDICTION_LOG_URL": f"sqlite:///{prediction_log}",
         "HOMEPRICE_SERVING_POLL_SECONDS": str(poll_seconds),
         "BENTOML_HOME": str(tmp / "bentoml"),
+        **(extra_env or {}),
     }
     cmd = [
         str(Path(sys.executable).with_name("bentoml")),

@@ -162,13 +162,13 @@ def test_metrics(server: Server, registry: Registry) -> None:
 
 def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_path) -> None:
     """A fresh registry name: /readyz 503 until a champion appears; then promotions swap without a failure."""
-    import os
 
-    os.environ["HOMEPRICE_MODEL_NAME"] = "homeprice-swap"
-    try:
-        srv = start_server(registry, tmp_path)
-    finally:
-        os.environ.pop("HOMEPRICE_MODEL_NAME")
+    # the log writes only at shutdown here: what it holds then must still reach the table
+    srv = start_server(
+        registry,
+        tmp_path,
+        extra_env={"HOMEPRICE_MODEL_NAME": "homeprice-swap", "HOMEPRICE_PREDICTION_LOG_FLUSH_SECONDS": "600"},
+    )
     try:
         assert requests.get(f"{srv.url}/readyz", timeout=5).status_code == 503
         r = srv.post("/predict", {"home": {"location": "79", "living_sf": 1500}})
@@ -211,3 +211,8 @@ def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_p
         assert f'homeprice_model_loaded{{model_version="{second}"' in metrics
     finally:
         stop_server(srv)
+    # SIGTERM flushed the prediction log: every answered prediction is there, with the version that made it
+    with sqlite3.connect(srv.prediction_log) as db:
+        logged = db.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY 1").fetchall()
+    answered = {v: versions.count(v) for v in set(versions)}
+    assert dict(logged) == answered
