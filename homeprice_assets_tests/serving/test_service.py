@@ -1,6 +1,7 @@
 """The real service over HTTP: predictions, batch, locations, explanations, bad input, readiness, the log."""
 
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -151,13 +152,19 @@ def test_every_prediction_is_logged_with_its_model(server: Server, registry: Reg
 
 
 def test_metrics(server: Server, registry: Registry) -> None:
+    """Self-contained (whatever ran before): counts, latency, errors, the loaded version, the prices."""
     server.post("/predict", {"home": home_payload(registry.validation.iloc[1])})
+    assert server.post("/predict", {"home": {"location": "79"}}).status_code == 400  # schema
+    assert server.post("/predict", {"home": {"location": "nope", "living_sf": 900}}).status_code == 400
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert 'homeprice_model_loaded{model_version="1"' in text
     assert "homeprice_predictions_total" in text and "homeprice_predicted_price_dollars_bucket" in text
     assert "homeprice_prediction_log_failures_total" in text
     assert "homeprice_registry_poll_errors_total" in text
-    assert "bentoml_service_request_duration_seconds" in text and "homeprice_request_errors_total" in text
+    assert "bentoml_service_request_duration_seconds_bucket" in text
+    # refused requests: all by endpoint and status code, the model's own refusals by kind too
+    assert re.search(r'bentoml_service_request_total\{endpoint="/predict",http_response_code="400"', text)
+    assert 'homeprice_request_errors_total{endpoint="predict",kind="bad_input"}' in text
 
 
 def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_path) -> None:
