@@ -53,6 +53,19 @@ def test_predict_many_homes_vectorized(server: Server, registry: Registry) -> No
     assert np.median(ape) < 0.15
 
 
+def test_a_batch_at_the_documented_limit_is_priced(server: Server, registry: Registry) -> None:
+    """100,000 homes in one request (the limit; one more is refused, below)."""
+    distinct = [home_payload(r) for _, r in registry.validation.iterrows()]
+    homes = (distinct * (100_000 // len(distinct) + 1))[:100_000]
+    started = time.monotonic()
+    r = server.post("/predict_batch", {"homes": homes}, timeout=300)
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert body["rows"] == 100_000 and len({p["request_id"] for p in body["predictions"]}) == 100_000
+    assert body["predictions"][0]["price"] == body["predictions"][len(distinct)]["price"]
+    assert time.monotonic() - started < 120
+
+
 def test_locations_with_counts(server: Server, registry: Registry) -> None:
     r = server.post("/locations", {})
     assert r.status_code == 200
