@@ -15,24 +15,16 @@ from homeprice_assets.monitoring import definitions as monitoring
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.storage import storage_from_url
-from homeprice_assets.serving import assets as serving_assets
+from homeprice_assets.serving import definitions as serving
 from homeprice_assets.training import assets as training_assets
 from homeprice_assets.training.jobs import lifecycle_job, lifecycle_schedule
 
 
 def _core() -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets, serving_assets]),
+        assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets]),
         jobs=[ingest_job, lifecycle_job],
         schedules=[lifecycle_schedule],
-        sensors=[
-            # Repackage the Bento whenever a new champion is promoted, however the promotion was started.
-            dg.AutomationConditionSensorDefinition(
-                "serving_automation",
-                target=dg.AssetSelection.groups("serving"),
-                default_status=dg.DefaultSensorStatus.RUNNING,
-            )
-        ],
         resources={
             "io_manager": storage_from_url(),
             "landing": landing_zone_from_url(),
@@ -44,4 +36,4 @@ def _core() -> dg.Definitions:
     )
 
 
-defs = dg.Definitions.merge(_core(), monitoring.defs)
+defs = dg.Definitions.merge(_core(), monitoring.defs, serving.defs)
