@@ -26,6 +26,7 @@ dev: install
 test: install
 	$(BIN)/python -m homeprice_assets_tests.prepare
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 test-fast: install

@@ -177,7 +177,7 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
 
     # The same sale id twice among otherwise-valid rows: keep the first (file order), quarantine the rest.
     valid = reasons.isna()
-    dup = valid & typed["sale_id"].duplicated(keep="first") & valid
+    dup = valid & typed["sale_id"].duplicated(keep="first")
     dup_ids = typed["sale_id"].where(dup)
     flag(dup, "duplicate_sale", "sale_id=" + dup_ids.astype(str) + " seen earlier in this month")
 

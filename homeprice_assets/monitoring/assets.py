@@ -59,8 +59,10 @@ def _champion_predictions(
         inputs = frame[[c for c in INPUT_FIELDS if c in frame]].copy()
         predicted = model.predict(inputs)
         if isinstance(predicted, pd.DataFrame):
-            column = next((c for c in ("price", "prediction", "predicted_price") if c in predicted),
-                          predicted.columns[0])
+            column = next(
+                (c for c in ("price", "prediction", "predicted_price") if c in predicted),
+                predicted.columns[0],
+            )
             predicted = predicted[column]
         out[name] = frame.assign(**{PREDICTION: pd.Series(list(predicted), index=frame.index, dtype=float)})
     return out
@@ -77,12 +79,23 @@ def _log_to_mlflow(
     # the same stores and artifact location as the model runs (never ./mlruns under the working folder)
     tracking = MlflowTracking(experiment_name=settings.mlflow_experiment)
     with tracking.run(run_name=f"drift-{summary.current_label}") as run:
-        mlflow.set_tags({"homeprice.kind": "drift_report", "dagster.run_id": dagster_run_id,
-                         "homeprice.month": summary.current_label})
-        mlflow.log_params({"current_month": summary.current_label, "reference_from": reference[0],
-                           "reference_to": reference[-1], "reference_rows": summary.reference_rows,
-                           "reference_rows_used": summary.reference_rows_used,
-                           "current_rows": summary.current_rows})
+        mlflow.set_tags(
+            {
+                "homeprice.kind": "drift_report",
+                "dagster.run_id": dagster_run_id,
+                "homeprice.month": summary.current_label,
+            }
+        )
+        mlflow.log_params(
+            {
+                "current_month": summary.current_label,
+                "reference_from": reference[0],
+                "reference_to": reference[-1],
+                "reference_rows": summary.reference_rows,
+                "reference_rows_used": summary.reference_rows_used,
+                "current_rows": summary.current_rows,
+            }
+        )
         metrics = {"drift_share": summary.drift_share, "dataset_drift": float(summary.dataset_drift)}
         metrics.update({f"drift_score.{c}": d.score for c, d in summary.columns.items()})
         mlflow.log_metrics(metrics)
@@ -116,8 +129,10 @@ def drift_report(
     ready = [m for m in sale_features if month_status(context.instance, m, checks).state == "ready"]
     held_back = sorted(set(sale_features) - set(ready))
     current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), settings.reference_months)
-    frames = {"reference": pd.concat([sale_features[m] for m in reference], ignore_index=True),
-              "current": sale_features[current]}
+    frames = {
+        "reference": pd.concat([sale_features[m] for m in reference], ignore_index=True),
+        "current": sale_features[current],
+    }
     frames = _champion_predictions(settings, frames, context.log)
 
     out_dir = homeprice_home() / "reports" / "drift" / current
@@ -144,8 +159,14 @@ def drift_report(
     scores = summary.feature_scores
     table = pd.DataFrame(
         [
-            {"column": d.column, "kind": d.kind, "method": d.method, "threshold": d.threshold,
-             "score": d.score, "drifted": d.drifted}
+            {
+                "column": d.column,
+                "kind": d.kind,
+                "method": d.method,
+                "threshold": d.threshold,
+                "score": d.score,
+                "drifted": d.drifted,
+            }
             for d in summary.columns.values()
         ]
     )

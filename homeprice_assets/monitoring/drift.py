@@ -115,8 +115,9 @@ def compute_drift(
 
     settings = settings or DriftSettings()
     if reference.empty or current.empty:
-        raise ValueError(f"drift needs rows on both sides: reference={len(reference)}, "
-                         f"current={len(current)}")
+        raise ValueError(
+            f"drift needs rows on both sides: reference={len(reference)}, current={len(current)}"
+        )
     features = [c for c in FEATURES if c in reference and c in current and c not in settings.exclude_features]
     missing = [c for c in FEATURES if c not in settings.exclude_features and c not in features]
     if missing:
@@ -157,8 +158,10 @@ def compute_drift(
     target_drift = results[TARGET].drifted if TARGET in results else None
     prediction_drift = results[PREDICTION].drifted if PREDICTION in results else None
     strong = [
-        c for c in features
-        if settings.feature_score_threshold is not None and results[c].is_distance
+        c
+        for c in features
+        if settings.feature_score_threshold is not None
+        and results[c].is_distance
         and results[c].score >= settings.feature_score_threshold
     ]
     dataset_drift = (

@@ -117,8 +117,13 @@ def data_validation_failed(
         lines=tuple(lines),
         severity="error",
         dagster_run_url=links.dagster_run(run_id),
-        facts={"asset": asset, "check": check, "partition": partition, "failed_rows": failed_rows,
-               "total_rows": total_rows},
+        facts={
+            "asset": asset,
+            "check": check,
+            "partition": partition,
+            "failed_rows": failed_rows,
+            "total_rows": total_rows,
+        },
     )
 
 
@@ -182,8 +187,14 @@ def promotion_succeeded(
         severity="info",
         dagster_run_url=links.dagster_run(run_id),
         mlflow_run_url=links.mlflow_run(mlflow_run_id, mlflow_experiment_id),
-        facts={"model_name": model_name, "old_version": old_version, "new_version": new_version,
-               "metric": metric, "old_value": old_value, "new_value": new_value},
+        facts={
+            "model_name": model_name,
+            "old_version": old_version,
+            "new_version": new_version,
+            "metric": metric,
+            "old_value": old_value,
+            "new_value": new_value,
+        },
     )
 
 
@@ -202,8 +213,10 @@ def promotion_blocked(
         kind="promotion_blocked",
         key=f"blocked:{model_name}:{version}:{gate}",
         title=f"Promotion of {model_name} v{version} blocked by {gate}",
-        lines=(f"Gate `{gate}` did not pass; the champion is unchanged.",
-               "Figures: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items())),
+        lines=(
+            f"Gate `{gate}` did not pass; the champion is unchanged.",
+            "Figures: " + ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()),
+        ),
         severity="warning",
         dagster_run_url=links.dagster_run(run_id),
         mlflow_run_url=links.mlflow_run(mlflow_run_id, mlflow_experiment_id),

@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
-from dagster_aws.s3 import S3Resource
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.ingest.rules import file_sha256
+from homeprice_assets.resources.s3 import parse_store_url, s3_client, s3_endpoint
 
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 _MONTH = re.compile(r"(?<!\d)(\d{4})-(0[1-9]|1[0-2])(?!\d)")
@@ -123,7 +123,7 @@ class S3LandingZone(LandingZone):
     region_name: str | None = None
 
     def _client(self):
-        return S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
+        return s3_client(self.endpoint_url, self.region_name)
 
     def _full(self, key: str) -> str:
         return f"{self.prefix.strip('/')}/{key}".lstrip("/")
@@ -164,15 +164,7 @@ def month_digest(files: list[LandedFile], month: str) -> str:
 def landing_zone_from_url(url: str | None = None) -> LandingZone:
     """``s3://bucket/prefix`` or a local path; default ``$HOMEPRICE_LANDING_URL`` or the project home."""
     url = url or os.environ.get("HOMEPRICE_LANDING_URL") or str(homeprice_home() / "landing")
-    parsed = urlparse(url)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise ValueError(f"HOMEPRICE_LANDING_URL: no bucket in {url!r} (expected s3://bucket/prefix)")
-        return S3LandingZone(
-            bucket=parsed.netloc,
-            prefix=parsed.path.strip("/"),
-            endpoint_url=os.environ.get("HOMEPRICE_S3_ENDPOINT_URL") or None,
-        )
-    if parsed.scheme not in ("", "file"):
-        raise ValueError(f"HOMEPRICE_LANDING_URL: unsupported scheme {parsed.scheme!r} in {url!r}")
-    return LocalLandingZone(root=parsed.path if parsed.scheme == "file" else url)
+    s3 = parse_store_url(url, "HOMEPRICE_LANDING_URL")
+    if s3:
+        return S3LandingZone(bucket=s3[0], prefix=s3[1], endpoint_url=s3_endpoint())
+    return LocalLandingZone(root=urlparse(url).path if url.startswith("file:") else url)

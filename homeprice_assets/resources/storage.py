@@ -5,14 +5,13 @@ from __future__ import annotations
 import io
 import os
 from typing import Any
-from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
-from dagster_aws.s3 import S3Resource
 from upath import UPath
 
 from homeprice_assets.config import homeprice_home
+from homeprice_assets.resources.s3 import parse_store_url, s3_client, s3_endpoint
 
 
 class ParquetIOManager(dg.UPathIOManager):
@@ -61,7 +60,7 @@ class S3ParquetStorage(dg.ConfigurableIOManager):
     region_name: str | None = None
 
     def _client(self):
-        return S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
+        return s3_client(self.endpoint_url, self.region_name)
 
     def _key(self, asset_key: dg.AssetKey, partition: str | None) -> str:
         base = "/".join(p for p in [self.prefix.strip("/"), *asset_key.path] if p)
@@ -104,11 +103,7 @@ class S3ParquetStorage(dg.ConfigurableIOManager):
 def storage_from_url(url: str | None = None) -> dg.ConfigurableIOManagerFactory | dg.ConfigurableIOManager:
     """``s3://bucket/prefix`` or a local folder; default ``$HOMEPRICE_STORAGE_URL`` or the project home."""
     url = url or os.environ.get("HOMEPRICE_STORAGE_URL") or os.environ.get("HOMEPRICE_STORAGE_DIR")
-    if url and urlparse(url).scheme == "s3":
-        parsed = urlparse(url)
-        return S3ParquetStorage(
-            bucket=parsed.netloc,
-            prefix=parsed.path.strip("/"),
-            endpoint_url=os.environ.get("HOMEPRICE_S3_ENDPOINT_URL") or None,
-        )
+    s3 = parse_store_url(url, "HOMEPRICE_STORAGE_URL") if url else None
+    if s3:
+        return S3ParquetStorage(bucket=s3[0], prefix=s3[1], endpoint_url=s3_endpoint())
     return ParquetStorage(base_dir=url or None)
