@@ -1,17 +1,18 @@
 """Schemas of the ``monitoring`` and ``alerts`` sections of the project configuration.
 
-``ProjectConfig`` keeps both sections free-form so that this domain owns its keys; they are validated here,
-with defaults tuned on the bundled Seattle sales, so a typo in a user's YAML fails loudly at load time.
+This domain owns its keys; ``ProjectConfig`` validates them when the configuration is loaded, with defaults
+tuned on the bundled Seattle sales, so a typo in a user's YAML fails loudly at load time.
 Secrets (webhook URL, SMTP password) never live here: they come from environment variables.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from homeprice_assets.config import ProjectConfig, project_config
+if TYPE_CHECKING:
+    from homeprice_assets.config import ProjectConfig
 
 
 class _Strict(BaseModel):
@@ -89,10 +90,14 @@ class AlertSettings(_Strict):
 
 
 def monitoring_settings(config: ProjectConfig | None = None) -> MonitoringSettings:
-    """The validated ``monitoring`` section (packaged defaults for keys the user leaves out)."""
-    return MonitoringSettings.model_validate((config or project_config()).monitoring)
+    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    from homeprice_assets.config import project_config
+
+    return (config or project_config()).monitoring
 
 
 def alert_settings(config: ProjectConfig | None = None) -> AlertSettings:
-    """The validated ``alerts`` section."""
-    return AlertSettings.model_validate((config or project_config()).alerts)
+    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    from homeprice_assets.config import project_config
+
+    return (config or project_config()).alerts

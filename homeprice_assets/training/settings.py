@@ -1,12 +1,14 @@
-"""The ``training`` and ``promotion`` sections of the project configuration."""
+"""Schemas of the ``training`` and ``promotion`` sections of the project configuration.
+
+Validated when the configuration is loaded (``homeprice_assets.config.load_config``), so a typo or an
+out-of-range value fails at once, naming the key and the file, never after a training run.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from homeprice_assets.config import project_config
 
 
 class TrainingSettings(BaseModel):
@@ -40,8 +42,14 @@ class PromotionSettings(BaseModel):
 
 
 def training_settings() -> TrainingSettings:
-    return TrainingSettings.model_validate(project_config().training)
+    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    from homeprice_assets.config import project_config
+
+    return project_config().training
 
 
 def promotion_settings() -> PromotionSettings:
-    return PromotionSettings.model_validate(project_config().promotion)
+    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    from homeprice_assets.config import project_config
+
+    return project_config().promotion

@@ -1,0 +1,82 @@
+"""The registry resource on a real MLflow store (SQLite): versions, aliases, runs, loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from homeprice_assets.resources.registry import CHAMPION, PREVIOUS, ModelRegistry, Registry
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"price": model_input["x"] * self.factor})
+
+
+def _register(registry: Registry, tmp_path: Path, factor: float) -> str:
+    model_dir = tmp_path / f"model-{factor}"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=Doubler(factor), pip_requirements=["pandas"])
+    with registry.run(run_name=f"factor-{factor}", tags={"kind": "test"}) as run:
+        run.log_params({"factor": factor})
+        run.log_dict({"features": ["x"], "factor": factor}, "features.json")
+        version = registry.register(run, model_dir, tags={"factor": factor})
+    return str(version.version)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    resource = ModelRegistry(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_location=str(tmp_path / "artifacts"),
+        model_name="registry-test",
+    )
+    return resource.get()
+
+
+def test_versions_aliases_promotion_and_loading(registry: Registry, tmp_path: Path) -> None:
+    global_uri = mlflow.get_tracking_uri()
+    v1 = _register(registry, tmp_path, 2.0)
+    v2 = _register(registry, tmp_path, 3.0)
+    assert (v1, v2) == ("1", "2")
+    assert registry.version(CHAMPION) is None
+
+    first = registry.promote(v1, reason="first model")
+    assert (first.champion, first.previous, first.changed) == ("1", None, True)
+    second = registry.promote(v2, reason="better")
+    assert (second.champion, second.previous, second.changed) == ("2", "1", True)
+    assert registry.promote(v2).changed is False
+    assert registry.aliases() == {CHAMPION: "2", PREVIOUS: "1"}
+    assert registry.get_version(v2).tags["alias.champion.reason"] == "better"
+
+    pyfunc, inner = registry.load(registry.version_number(CHAMPION))
+    assert pyfunc.predict(pd.DataFrame({"x": [1.0, 2.0]}))["price"].tolist() == [3.0, 6.0]
+    assert inner.factor == 3.0
+    assert registry.features_of(v1) == {"features": ["x"], "factor": 2.0}
+    run = registry.client.get_run(registry.get_version(v1).run_id)
+    assert run.info.status == "FINISHED" and run.data.params["factor"] == "2.0"
+    # Nothing was pointed at this store process-wide.
+    assert mlflow.get_tracking_uri() == global_uri
+
+
+def test_missing_version_and_failed_run(registry: Registry, tmp_path: Path) -> None:
+    _register(registry, tmp_path, 2.0)
+    with pytest.raises(ValueError, match=r"registry-test v7 does not exist \(registered versions: 1\)"):
+        registry.set_alias(CHAMPION, 7)
+    assert registry.version(CHAMPION) is None
+    with pytest.raises(RuntimeError), registry.run(run_name="boom") as run:
+        raise RuntimeError("step failed")
+    assert registry.client.get_run(run.run_id).info.status == "FAILED"
+
+
+def test_model_tags(registry: Registry, tmp_path: Path) -> None:
+    registry.set_model_tag("rollout.mode", "shadow")
+    assert registry.model_tags()["rollout.mode"] == "shadow"
+    registry.delete_model_tag("rollout.mode")
+    assert "rollout.mode" not in registry.model_tags()
