@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from homeprice_assets.monitoring.settings import AlertSettings, MonitoringSettings
+from homeprice_assets.training.settings import PromotionSettings, TrainingSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG_PATH = PACKAGE_DIR / "default_config.yaml"
@@ -25,10 +28,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "sale_date",
     "living_sf",
     "location",
-    "latitude",
-    "longitude",
 )
+# Coordinates are optional: data without them ingests (and a model without them trains).
+COORDINATE_COLUMNS: tuple[str, ...] = ("latitude", "longitude")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
+    *COORDINATE_COLUMNS,
     "sale_id",
     "parcel_id",
     "use_type",
@@ -61,12 +65,59 @@ class Bounds(_Strict):
     min_date: str = "1900-01-01"
 
 
+class ReadOptions(_Strict):
+    """How landed text files are parsed. ``None`` means: sniff it where that is safe, else the default."""
+
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="Field separator; None: sniffed among , ; tab |"
+    )
+    encoding: str | None = Field(
+        None, description="Text encoding (e.g. latin-1); None: UTF-8 (a BOM is honoured when present)"
+    )
+    decimal: Literal[".", ","] = Field(
+        ".", description="Decimal mark of numeric values (with ',' a '.' is a thousands separator)"
+    )
+    date_format: str | None = Field(None, description="strftime format of sale dates; None: ISO 8601")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is not None:
+            import codecs
+
+            try:
+                codecs.lookup(v)
+            except LookupError as exc:
+                raise ValueError(f"unknown encoding {v!r}") from exc
+        return v
+
+
+class SourceReadOptions(_Strict):
+    """Reading options for the landed files whose path matches ``glob`` (fnmatch; first match wins)."""
+
+    glob: str = Field(description="Pattern on the path inside the landing zone, e.g. 'agency_b/*.csv'")
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    encoding: str | None = None
+    decimal: Literal[".", ","] | None = None
+    date_format: str | None = None
+
+    _check_encoding = field_validator("encoding")(ReadOptions._known_encoding.__func__)
+
+
 class DataConfig(_Strict):
     """Where sales come from and what their columns are called."""
 
     # Canonical name -> source column name. Canonical names not listed keep their own name.
     columns: dict[str, str] = Field(default_factory=dict)
     date_format: str | None = None  # None: ISO 8601 / pandas inference
+    read: ReadOptions = Field(default_factory=ReadOptions, description="How landed files are parsed")
+    sources: list[SourceReadOptions] = Field(
+        default_factory=list, description="Per-source reading options, by glob on the landed path"
+    )
+    require_month_in_path: bool = Field(
+        False,
+        description="Refuse landed files without a YYYY-MM in their path (else: split them by sale date)",
+    )
     bounds: Bounds = Field(default_factory=Bounds)
     # Checks: the largest share of nulls tolerated in an optional column before its check fails.
     max_null_rate: float = 0.5
@@ -92,16 +143,35 @@ class DataConfig(_Strict):
     def source_name(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
 
+    def read_options(self, key: str) -> ReadOptions:
+        """The options for the landed file ``key``: the first matching source over ``read`` and ``date_format``."""
+        from fnmatch import fnmatch
+
+        base = self.read.model_dump()
+        base["date_format"] = base["date_format"] or self.date_format
+        for source in self.sources:
+            if fnmatch(key, source.glob):
+                base.update(source.model_dump(exclude={"glob"}, exclude_none=True))
+                break
+        return ReadOptions.model_validate(base)
+
+
+class ServingSettings(_Strict):
+    """What the prediction service and its web page show (limits on requests come from the model itself)."""
+
+    currency_symbol: str = Field("$", max_length=8, description="prefix of prices on the web page")
+    area_unit: str = Field("sq ft", max_length=16, description="unit label of areas on the web page")
+
 
 class ProjectConfig(_Strict):
-    """The whole project configuration. Sections other than ``data`` belong to their domains."""
+    """The whole project configuration: one typed section per domain, every key validated at load."""
 
     data: DataConfig = Field(default_factory=DataConfig)
-    training: dict[str, Any] = Field(default_factory=dict)
-    promotion: dict[str, Any] = Field(default_factory=dict)
-    monitoring: dict[str, Any] = Field(default_factory=dict)
-    alerts: dict[str, Any] = Field(default_factory=dict)
-    serving: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -114,27 +184,54 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> ProjectConfig:
-    """Packaged defaults, overlaid by ``path`` (or ``$HOMEPRICE_CONFIG``) when given.
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid homeprice configuration ({path}): not YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"invalid homeprice configuration ({path}): expected a mapping of sections")
+    return data
 
-    Raises ``ValueError`` naming the file and the offending field when the YAML does not validate.
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, each naming the dotted key (``promotion.max_mdpe: Extra inputs ...``)."""
+    return "\n".join(
+        f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" and "input" in err else "")
+        for err in exc.errors()
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None
+) -> ProjectConfig:
+    """Packaged defaults, overlaid by ``path`` (or ``$HOMEPRICE_CONFIG``) and then by ``overrides``.
+
+    Every section is validated here (types, ranges, unknown keys): a bad key fails at once with a
+    ``ValueError`` naming the key and the file, never halfway through a run.
     """
-    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text()) or {}
-    path = path or os.environ.get("HOMEPRICE_CONFIG")
+    raw = _read_yaml(DEFAULT_CONFIG_PATH)
+    path = path or os.environ.get("HOMEPRICE_CONFIG") or None
     if path:
         user_path = Path(path)
         if not user_path.is_file():
             raise ValueError(f"HOMEPRICE_CONFIG: no such file {user_path}")
-        raw = _deep_merge(raw, yaml.safe_load(user_path.read_text()) or {})
+        raw = _deep_merge(raw, _read_yaml(user_path))
+    if overrides:
+        raw = _deep_merge(raw, overrides)
     try:
         return ProjectConfig.model_validate(raw)
-    except Exception as exc:  # pydantic's message names the field; say which file it came from
-        raise ValueError(f"invalid homeprice configuration ({path or DEFAULT_CONFIG_PATH}):\n{exc}") from exc
+    except ValidationError as exc:
+        source = f"{path}" if path else str(DEFAULT_CONFIG_PATH)
+        if overrides:
+            source += " + overrides"
+        raise ValueError(f"invalid homeprice configuration ({source}):\n{_describe(exc)}") from None
 
 
 @lru_cache(maxsize=1)
 def project_config() -> ProjectConfig:
-    """The configuration the code location was loaded with (cached: read once per process)."""
+    """Deprecated inside assets and sensors: take the ``config`` resource (``ProjectConfigResource``)."""
     return load_config()
 
 
