@@ -1,12 +1,18 @@
-"""Reading the Dagster instance: which sale months are ready for the model, and what their checks said.
+"""Reading the Dagster instance: which sale months are fit for the model, and what their checks said.
+
+This describes the ingest graph's output (raw -> clean -> features of a month), so it lives beside it; the
+training assets, the drift report and the sensors all ask it the same question.
 
 The ingest checks are not partitioned, so their execution records carry no month. A month's verdict is
 therefore read from the runs that produced its latest materializations: a month is ready only when every
-blocking check of every asset the model consumes passed in the run that materialized that month's data.
+blocking check of every asset the model consumes passed in the run that materialized that month's data,
+or failed but was accepted by a person (``homeprice accept-month``) for exactly that run.
 """
 
 from __future__ import annotations
 
+import getpass
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -14,9 +20,19 @@ from typing import Literal
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+# Tag on ingest runs: the digest of the landed files they ingested (set by the landing sensor and the CLI).
+from homeprice_assets.resources.landing import LANDED_DIGEST_TAG
+
 # The data the model consumes, upstream first; their blocking checks gate drift and retraining.
 CONSUMED_ASSETS: tuple[str, ...] = ("raw_sales", "clean_sales", "sale_features")
 PARTITION_TAG = "dagster/partition"
+INGEST_JOB = "ingest_job"
+SALE_FEATURES = dg.AssetKey("sale_features")
+# Blocking checks a person may overrule for one month (the data is right, the world moved):
+# ``homeprice accept-month`` records the acceptance as an observation of that month's ``sale_features``.
+ACCEPTABLE_CHECKS: tuple[str, ...] = ("price_level",)
+ACCEPTED_CHECKS_KEY = "accepted_checks"
+ACCEPTED_RUN_KEY = "accepted_run_id"
 
 
 def blocking_check_keys(
@@ -76,8 +92,31 @@ Readiness = Literal["ready", "blocked", "pending"]
 class MonthStatus:
     month: str
     state: Readiness
-    failed: tuple[str, ...] = ()  # "asset.check" names that failed
+    failed: tuple[str, ...] = ()  # "asset.check" names that failed (and were not accepted)
     waiting: tuple[str, ...] = ()  # assets or checks not yet materialized / evaluated
+    accepted: tuple[str, ...] = ()  # "asset.check" names that failed but a person accepted
+
+
+def latest_run_id(instance: dg.DagsterInstance, asset: dg.AssetKey | str, month: str) -> str | None:
+    """The run of ``asset``'s latest materialization for ``month``."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(asset), asset_partitions=[month]), limit=1
+    ).records
+    return records[0].run_id if records else None
+
+
+def accepted_checks(instance: dg.DagsterInstance, month: str, run_id: str) -> set[str]:
+    """Checks a person accepted for the ``sale_features`` of ``month`` made by run ``run_id``."""
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=SALE_FEATURES, asset_partitions=[month]), limit=50
+    ).records
+    out: set[str] = set()
+    for record in records:
+        obs = record.asset_observation
+        meta = {k: getattr(v, "value", v) for k, v in (obs.metadata if obs else {}).items()}
+        if meta.get(ACCEPTED_RUN_KEY) == run_id:
+            out.update(json.loads(str(meta.get(ACCEPTED_CHECKS_KEY) or "[]")))
+    return out
 
 
 def month_status(
@@ -88,28 +127,91 @@ def month_status(
     """Is ``month`` fit for the model? Reads each consumed asset's latest materialization and its run."""
     failed: list[str] = []
     waiting: list[str] = []
+    accepted: list[str] = []
     for asset, keys in checks.items():
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[month]), limit=1
-        ).records
-        if not records:
+        run_id = latest_run_id(instance, asset, month)
+        if run_id is None:
             waiting.append(asset)
             continue
-        outcomes = check_outcomes(instance, records[0].run_id) if keys else {}
+        outcomes = check_outcomes(instance, run_id) if keys else {}
+        overruled: set[str] | None = None
         for key in keys:
             outcome = outcomes.get(key)
             if outcome is None:
                 waiting.append(f"{asset}.{key.name}")
             elif not outcome.passed:
+                if key.name in ACCEPTABLE_CHECKS:
+                    if overruled is None:
+                        overruled = accepted_checks(instance, month, run_id)
+                    if key.name in overruled:
+                        accepted.append(f"{asset}.{key.name}")
+                        continue
                 failed.append(f"{asset}.{key.name}")
     state: Readiness = "blocked" if failed else ("pending" if waiting else "ready")
-    return MonthStatus(month, state, tuple(failed), tuple(waiting))
+    return MonthStatus(month, state, tuple(failed), tuple(waiting), tuple(accepted))
 
 
-def ready_months(
-    instance: dg.DagsterInstance, months: Iterable[str], checks: Mapping[str, Sequence[dg.AssetCheckKey]]
-) -> list[str]:
-    return sorted(m for m in months if month_status(instance, m, checks).state == "ready")
+def accept_month(instance: dg.DagsterInstance, month: str, note: str = "") -> list[str]:
+    """Accept the failed, acceptable checks of ``month``'s latest features; returns the checks accepted.
+
+    The acceptance names the run it overrules, so data landed again for the month is checked afresh.
+    Raises ``ValueError`` when the month has no features or nothing a person may accept failed.
+    """
+    run_id = latest_run_id(instance, SALE_FEATURES, month)
+    if run_id is None:
+        raise ValueError(f"month {month}: no sale_features materialized for it (land and ingest it first)")
+    outcomes = check_outcomes(instance, run_id)
+    failing = sorted(
+        o.key.name
+        for o in outcomes.values()
+        if o.key.asset_key == SALE_FEATURES and not o.passed and o.key.name in ACCEPTABLE_CHECKS
+    )
+    if not failing:
+        raise ValueError(
+            f"month {month}: nothing to accept; no check among {list(ACCEPTABLE_CHECKS)} failed in its "
+            f"latest ingest run {run_id}"
+        )
+    try:
+        who = getpass.getuser()
+    except Exception:
+        who = "unknown"
+    instance.report_runless_asset_event(
+        dg.AssetObservation(
+            asset_key=SALE_FEATURES,
+            partition=month,
+            description=f"accepted by {who}: " + ", ".join(failing) + (f" ({note})" if note else ""),
+            metadata={
+                ACCEPTED_CHECKS_KEY: json.dumps(failing),
+                ACCEPTED_RUN_KEY: run_id,
+                "accepted_by": who,
+                "note": note,
+            },
+        )
+    )
+    return failing
+
+
+def already_ingested(
+    instance: dg.DagsterInstance, month: str, digest: str, include_failed: bool = False
+) -> bool:
+    """An ingest run of exactly these landed files succeeded (or, with ``include_failed``, finished at all).
+
+    Whoever launched it: the landing sensor, ``homeprice ingest`` or ``homeprice run`` all tag the digest.
+    A run failed by a blocking check has said what it had to say (alert, month held back); running the same
+    files again would only repeat it, so the landing sensor counts it too.
+    """
+    statuses = [dg.DagsterRunStatus.SUCCESS]
+    if include_failed:
+        statuses.append(dg.DagsterRunStatus.FAILURE)
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=INGEST_JOB,
+            statuses=statuses,
+            tags={PARTITION_TAG: month, LANDED_DIGEST_TAG: digest},
+        ),
+        limit=1,
+    )
+    return bool(runs)
 
 
 def run_partition(instance: dg.DagsterInstance, run_id: str) -> str | None:

@@ -15,12 +15,12 @@ import pandas as pd
 
 from homeprice_assets.config import homeprice_home, mlflow_tracking_uri
 from homeprice_assets.features.engineering import INPUT_FIELDS
+from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.checks import DRIFT_CHECK, drift_within_threshold
 from homeprice_assets.monitoring.drift import PREDICTION, DriftSummary, compute_drift
+from homeprice_assets.monitoring.sensors.common import MONTH_TAG
 from homeprice_assets.monitoring.settings import DriftSettings, alert_settings, monitoring_settings
-from homeprice_assets.monitoring.status import blocking_check_keys, month_status
 
-MONTH_TAG = "homeprice/month"
 log = logging.getLogger(__name__)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from homeprice_assets.monitoring import notify
+from homeprice_assets.monitoring import messages
 from homeprice_assets.monitoring.notify import DedupStore, Notifier
 from homeprice_assets.monitoring.settings import AlertSettings, EmailSettings
 
@@ -17,7 +17,7 @@ from .conftest import SmtpReceiver, WebhookReceiver
 def test_validation_alert_reaches_slack_and_email(
     notifier: Notifier, webhook: WebhookReceiver, smtp: SmtpReceiver
 ) -> None:
-    alert = notify.data_validation_failed(
+    alert = messages.data_validation_failed(
         notifier.links,
         asset="clean_sales",
         check="quarantine_rate",
@@ -48,7 +48,7 @@ def test_validation_alert_reaches_slack_and_email(
 def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webhook: WebhookReceiver) -> None:
     links = notifier.links
     alerts = [
-        notify.drift_detected(
+        messages.drift_detected(
             links,
             month="2016-06",
             drifted={"log_living_sf": 0.92, "living_to_lot": 0.31},
@@ -60,7 +60,7 @@ def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webh
             mlflow_run_id="m1",
             mlflow_experiment_id="7",
         ),
-        notify.promotion_succeeded(
+        messages.promotion_succeeded(
             links,
             model_name="homeprice",
             old_version="3",
@@ -71,15 +71,27 @@ def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webh
             run_id="r-promo",
             mlflow_run_id="m2",
         ),
-        notify.promotion_blocked(
+        messages.promotion_blocked(
             links,
             model_name="homeprice",
             version="5",
-            gate="relative_mdape",
-            figures={"challenger_mdape": 0.12, "champion_mdape": 0.08, "margin": 0.01},
+            gates={
+                "relative_mdape": {"challenger_mdape": 0.12, "champion_mdape": 0.08, "margin": 0.01},
+                "relative_rmse": {"rmse": 270_000.0, "champion_rmse": 250_000.0},
+            },
+            reason="blocked by relative_mdape; relative_rmse",
             run_id="r-block",
         ),
-        notify.run_failed(
+        messages.month_needs_confirmation(
+            links,
+            month="2016-08",
+            level=450.0,
+            reference=300.0,
+            change=0.5,
+            max_change=0.2,
+            run_id="r-level",
+        ),
+        messages.run_failed(
             links,
             job_name="ingest_job",
             run_id="r-fail",
@@ -90,7 +102,7 @@ def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webh
     ]
     for alert in alerts:
         assert notifier.send(alert).delivered == ["slack", "email"]
-    drift, promo, blocked, failed = webhook.texts()
+    drift, promo, blocked, level, failed = webhook.texts()
     assert "log_living_sf=0.92" in drift and "18% of features" in drift and "threshold 15%" in drift
     assert "http://mlflow.test:5000/#/experiments/7/runs/m1" in drift and "/runs/r-drift" in drift
     assert "v3 -> v4" in promo and "mdape 0.082 -> 0.075 (-0.007)" in promo
@@ -100,6 +112,9 @@ def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webh
         and "challenger_mdape=0.12" in blocked
         and "champion_mdape=0.08" in blocked
     )
+    assert "blocked by relative_mdape, relative_rmse" in blocked and "rmse=2.7e+05" in blocked
+    assert "accept-month 2016-08" in level and "+50.0%" in level and "$450/sq ft" in level
+    assert "/runs/r-level" in level
     assert "ingest_job" in failed and "raw_sales" in failed and "no sales files" in failed
     assert "more" not in failed.split("Error: ")[1]  # first line of the error only
     assert "partition 2014-07" in failed and "/runs/r-fail" in failed
@@ -108,12 +123,12 @@ def test_every_alert_kind_carries_its_figures_and_links(notifier: Notifier, webh
 def test_same_alert_not_repeated_within_window_even_from_another_notifier(
     notifier: Notifier, webhook: WebhookReceiver, smtp: SmtpReceiver
 ) -> None:
-    alert = notify.run_failed(notifier.links, job_name="ingest_job", run_id="r1")
+    alert = messages.run_failed(notifier.links, job_name="ingest_job", run_id="r1")
     assert notifier.send(alert).delivered
     # A second process (a fresh resource on the same dedup file) must agree it was already sent.
     again = Notifier(**{**notifier.model_dump(), "smtp_to": list(notifier.smtp_to)}).send(alert)
     assert again.duplicate and not again.delivered
-    other = notify.run_failed(notifier.links, job_name="ingest_job", run_id="r2")
+    other = messages.run_failed(notifier.links, job_name="ingest_job", run_id="r2")
     assert notifier.send(other).delivered
     assert len(webhook.posts) == 2 and len(smtp.messages) == 2
 
@@ -130,7 +145,7 @@ def test_no_channel_logs_the_alert_and_does_not_fail(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     quiet = Notifier(dedup_db=str(tmp_path / "a.sqlite"))
-    alert = notify.data_validation_failed(
+    alert = messages.data_validation_failed(
         quiet.links, asset="raw_sales", check="required_columns", failed_rows=None, run_id="r9"
     )
     with caplog.at_level(logging.WARNING, logger="homeprice.alerts"):
@@ -151,7 +166,7 @@ def test_failing_channel_is_logged_not_raised(
             "smtp_to": list(notifier.smtp_to),
         }
     )
-    alert = notify.run_failed(broken.links, job_name="ingest_job", run_id="r-broken")
+    alert = messages.run_failed(broken.links, job_name="ingest_job", run_id="r-broken")
     with caplog.at_level(logging.ERROR, logger="homeprice.alerts"):
         delivery = broken.send(alert)
     assert set(delivery.errors) == {"slack", "email"} and not delivery.delivered

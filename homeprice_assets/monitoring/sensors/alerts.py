@@ -1,211 +1,42 @@
-"""Sensors that run homeprice unattended: landing -> ingest, ready data -> drift/retrain, failures -> alerts.
+"""Failures -> alerts: failed runs, failed checks (data, drift, price level, promotion gates), promotions.
 
-Every sensor keeps its progress in its cursor (JSON) and sets run keys, so a restarted daemon neither loses
-nor repeats work: a lost cursor at worst re-requests runs that Dagster then drops by their run key.
+Asset checks do not fail their run (dagster-io/dagster #29896), so the run-failure sensor never sees them;
+the check-alert sensor reads check *evaluations* from the instance instead. A check that is only planned (its
+run is still going) holds that check's cursor back until it is evaluated or its run ends, so no failure is
+skipped because the sensor looked too early, and none is sent twice.
 """
+
+from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
 
-from homeprice_assets.ingest.jobs import ingest_job
-from homeprice_assets.monitoring import notify
-from homeprice_assets.monitoring.assets import MONTH_TAG
+from homeprice_assets.ingest.status import run_partition
+from homeprice_assets.monitoring import messages
 from homeprice_assets.monitoring.checks import DRIFT_CHECK_NAME
 from homeprice_assets.monitoring.notify import Notifier
-from homeprice_assets.monitoring.settings import AutomationSettings, alert_settings, monitoring_settings
-from homeprice_assets.monitoring.status import (
-    blocking_check_keys,
-    month_status,
-    run_partition,
+from homeprice_assets.monitoring.sensors.common import (
+    DRIFT_REPORT,
+    PROMOTED_MODEL,
+    SALE_FEATURES,
+    VALIDATION_REPORT,
+    load_cursor,
+    metadata_in_run,
+    values,
 )
-from homeprice_assets.partitions import sale_month_partitions
-from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, month_digest
+from homeprice_assets.monitoring.settings import alert_settings, monitoring_settings
 
-TRIGGER_TAG = "homeprice/trigger"
-DRIFT_REPORT = dg.AssetKey("drift_report")
-# Promotion gates are blocking checks on validation_report; promoted_model moves the champion alias.
-VALIDATION_REPORT = dg.AssetKey("validation_report")
-PROMOTED_MODEL = dg.AssetKey("promoted_model")
-SALE_FEATURES = dg.AssetKey("sale_features")
+PRICE_LEVEL_CHECK = "price_level"
 
 
-def _load(cursor: str | None) -> dict[str, Any]:
-    return json.loads(cursor) if cursor else {}
-
-
-# --------------------------------------------------------------------------------------------- landing
-def build_landing_sensor(interval_seconds: int = 60, name: str = "landing_sensor") -> dg.SensorDefinition:
-    @dg.sensor(
-        name=name,
-        target=ingest_job,
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="A new or changed file in the landing zone starts the ingest run of its sale month.",
-    )
-    def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
-        """Cursor: {file key: fingerprint} of every file already requested."""
-        seen: dict[str, str] = _load(context.cursor).get("files", {})
-        files = landing.list_files()
-        changed = [f for f in files if seen.get(f.key) != f.fingerprint]
-        months = sorted({f.month for f in changed})
-        known = set(context.instance.get_dynamic_partitions(sale_month_partitions.name))
-        new_months = [m for m in months if m not in known]
-        requests = []
-        for month in months:
-            # The run key names the month's exact content: the same files never run twice, a change does.
-            digest = month_digest(files, month)
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"ingest:{month}:{digest}",
-                    partition_key=month,
-                    tags={TRIGGER_TAG: "landing", MONTH_TAG: month, LANDED_DIGEST_TAG: digest},
-                )
-            )
-        if requests:
-            context.log.info(f"landing: {len(changed)} new/changed file(s) -> months {months}")
-        seen.update({f.key: f.fingerprint for f in changed})
-        return dg.SensorResult(
-            run_requests=requests,
-            dynamic_partitions_requests=[sale_month_partitions.build_add_request(new_months)]
-            if new_months
-            else [],
-            cursor=json.dumps({"files": seen}, sort_keys=True),
-            skip_reason=None if requests else dg.SkipReason(f"no new files in {landing.describe()}"),
-        )
-
-    return landing_sensor
-
-
-# --------------------------------------------------------------------------------------------- retrain
-MONITORING_TARGET = dg.AssetSelection.assets(SALE_FEATURES).downstream() - dg.AssetSelection.groups(
-    "ingest", "features"
-)
-
-
-def build_retrain_sensor(
-    settings: AutomationSettings | None = None, name: str = "retrain_sensor"
-) -> dg.SensorDefinition:
-    """Ready months -> drift report and/or retraining, by ``monitoring.automation.retrain_policy``.
-
-    Waits for the blocking checks of the data the model consumes (raw, clean, features of that month): a
-    month whose checks have not run yet stays pending, one whose checks failed is held back until it is
-    materialized again. Targets everything downstream of ``sale_features`` outside ingest/features; a
-    retrain materializes the ``retrain_group`` (default ``training``: the model lifecycle job's assets).
-    """
-    s = settings or monitoring_settings().automation
-
-    @dg.sensor(
-        name=name,
-        target=MONITORING_TARGET,
-        minimum_interval_seconds=s.retrain_sensor_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Retraining by policy '{s.retrain_policy}': new ready months and/or drift.",
-    )
-    def retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        state = _load(context.cursor)
-        features_id = int(state.get("features_id", 0))
-        drift_id = int(state.get("drift_id", 0))
-        pending: set[str] = set(state.get("pending", []))
-        retrained_month = state.get("retrained_month", "")
-        instance = context.instance
-        repo = context.repository_def
-
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SALE_FEATURES, after_storage_id=features_id),
-            limit=1000,
-            ascending=True,
-        ).records
-        for record in records:
-            if record.asset_materialization and record.asset_materialization.partition:
-                pending.add(record.asset_materialization.partition)
-            features_id = max(features_id, record.storage_id)
-
-        checks = blocking_check_keys(repo)
-        ready, blocked = [], []
-        for month in sorted(pending):
-            status = month_status(instance, month, checks)
-            if status.state == "ready":
-                ready.append(month)
-            elif status.state == "blocked":
-                blocked.append(month)
-                context.log.warning(f"{month} held back from the model: failed {list(status.failed)}")
-        pending -= set(ready) | set(blocked)
-
-        graph = repo.asset_graph if repo else None
-        present = graph.get_all_asset_keys() if graph else set()
-        retrain_keys = sorted(
-            (k for k in present if graph and graph.get(k).group_name == s.retrain_group),
-            key=lambda k: k.to_user_string(),
-        )
-        wants_drift = s.retrain_policy in ("drift", "both")
-        wants_new = s.retrain_policy in ("new_data", "both")
-        requests: list[dg.RunRequest] = []
-        notes: list[str] = []
-
-        def retrain(reason: str, month: str, key: str) -> None:
-            if not retrain_keys:
-                notes.append(f"retrain wanted ({reason}, {month}) but no model lifecycle asset is defined")
-                return
-            requests.append(
-                dg.RunRequest(
-                    run_key=key,
-                    asset_selection=retrain_keys,
-                    tags={TRIGGER_TAG: reason, MONTH_TAG: month},
-                )
-            )
-
-        if ready:
-            newest = max(ready)
-            if wants_drift and (not repo or DRIFT_REPORT in present):
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"drift_report:{newest}:{features_id}",
-                        asset_selection=[DRIFT_REPORT],
-                        tags={TRIGGER_TAG: "new_data", MONTH_TAG: newest},
-                    )
-                )
-            if wants_new:
-                retrain("new_data", newest, f"retrain:new_data:{newest}:{features_id}")
-                retrained_month = max(retrained_month, newest)
-
-        drift_records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=drift_id),
-            limit=100,
-            ascending=True,
-        ).records
-        for record in drift_records:
-            drift_id = max(drift_id, record.storage_id)
-            meta = record.asset_materialization.metadata if record.asset_materialization else {}
-            drifted = bool(getattr(meta.get("dataset_drift"), "value", False))
-            month = str(getattr(meta.get("month"), "value", ""))
-            # Under "both" a month already retrained for its new data is not retrained again for its drift.
-            if drifted and wants_drift and not (s.retrain_policy == "both" and month <= retrained_month):
-                retrain("drift", month, f"retrain:drift:{record.storage_id}")
-
-        cursor = json.dumps(
-            {
-                "features_id": features_id,
-                "drift_id": drift_id,
-                "pending": sorted(pending),
-                "retrained_month": retrained_month,
-            },
-            sort_keys=True,
-        )
-        for note in notes:
-            context.log.warning(note)
-        skip = None
-        if not requests:
-            waiting = sorted(pending) or "none"
-            skip = dg.SkipReason("; ".join(notes) or f"nothing new (pending months: {waiting})")
-        return dg.SensorResult(run_requests=requests, cursor=cursor, skip_reason=skip)
-
-    return retrain_sensor
-
-
-# --------------------------------------------------------------------------------------------- alerts
+# --------------------------------------------------------------------------------------------- run failures
 def build_run_failure_sensor(name: str = "run_failure_alert_sensor") -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name=name,
@@ -221,7 +52,7 @@ def build_run_failure_sensor(name: str = "run_failure_alert_sensor") -> dg.Senso
             if data is not None and getattr(data, "error", None) is not None:
                 error = data.error.message
                 break
-        alert = notify.run_failed(
+        alert = messages.run_failed(
             notifier.links,
             job_name=run.job_name,
             run_id=run.run_id,
@@ -234,6 +65,7 @@ def build_run_failure_sensor(name: str = "run_failure_alert_sensor") -> dg.Senso
     return run_failure_alert_sensor
 
 
+# --------------------------------------------------------------------------------------------- checks
 _FAILED_ROW_KEYS = (
     "failed_rows",
     "quarantined_rows",
@@ -259,11 +91,61 @@ def failed_rows_of(metadata: dict[str, Any]) -> tuple[int | None, int | None]:
     return failed, total
 
 
+def _records_after(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: int, page: int = 200
+) -> list[AssetCheckExecutionRecord]:
+    """Every execution record of ``key`` newer than ``after``, oldest first (storage pages newest first)."""
+    storage = instance.event_log_storage
+    out: list[AssetCheckExecutionRecord] = []
+    cursor = None
+    while True:
+        batch = storage.get_asset_check_execution_history(key, limit=page, cursor=cursor)
+        newer = [r for r in batch if r.id > after]
+        out.extend(newer)
+        if len(batch) < page or len(newer) < len(batch):
+            break
+        cursor = batch[-1].id
+    return sorted(out, key=lambda r: r.id)
+
+
+def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
+
+
+def pending_evaluations(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, after: int, done: set[int]
+) -> tuple[list[AssetCheckExecutionRecord], int, set[int], bool]:
+    """(evaluated records to handle, new watermark, ids handled above it, waiting?) for one check.
+
+    The watermark only moves over records that are settled: evaluated, or planned in a run that ended
+    without evaluating them (skipped). A planned record of a running run stops it; evaluated records after
+    that are handled now and remembered in ``done`` so they are not handled again.
+    """
+    evaluated: list[AssetCheckExecutionRecord] = []
+    watermark, waiting = after, False
+    done = set(done)
+    for record in _records_after(instance, key, after):
+        if record.id in done:
+            settled = True
+        elif record.status == AssetCheckExecutionRecordStatus.PLANNED:
+            settled = _run_finished(instance, record.run_id)
+        else:
+            evaluated.append(record)
+            settled = True
+        if not settled:
+            waiting = True
+        elif waiting:
+            done.add(record.id)
+        else:
+            watermark = record.id
+    return evaluated, watermark, {i for i in done if i > watermark}, waiting
+
+
 def build_check_alert_sensor(
     interval_seconds: int = 60, name: str = "check_alert_sensor", alert_on_warn: bool | None = None
 ) -> dg.SensorDefinition:
-    """Failed asset checks -> alerts. They do not fail their run (dagster-io/dagster #29896), so the
-    run-failure sensor never sees them; this reads the check evaluations in the instance instead."""
+    """Failed asset check evaluations -> alerts, each exactly once."""
 
     @dg.sensor(
         name=name,
@@ -271,65 +153,84 @@ def build_check_alert_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Failed asset checks (ERROR severity; WARN too if configured) and drift become alerts.",
     )
-    def check_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SkipReason:
-        """Cursor: {check key: id of the newest execution record already handled}."""
+    def check_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SensorResult:
+        """Cursor: {"after": {check: watermark id}, "done": {check: [ids above it already handled]}}."""
         warn = alert_settings().alert_on_warn_checks if alert_on_warn is None else alert_on_warn
-        state: dict[str, int] = _load(context.cursor)
+        state = load_cursor(context.cursor)
+        if "after" not in state:  # the cursor of earlier releases: {check: newest id handled}
+            state = {"after": {k: int(v) for k, v in state.items()}, "done": {}}
+        after: dict[str, int] = state["after"]
+        done: dict[str, list[int]] = state.get("done", {})
         repo = context.repository_def
         keys: Sequence[dg.AssetCheckKey] = sorted(
             repo.asset_graph.asset_check_keys if repo else [], key=lambda k: k.to_user_string()
         )
-        storage = context.instance.event_log_storage
-        sent = 0
+        instance = context.instance
+        alerts: list[messages.Alert] = []
+        blocked: dict[str, dict[str, dict[str, Any]]] = {}  # run id -> gate -> figures
+        waiting: list[str] = []
         for key in keys:
-            last = int(state.get(key.to_user_string(), 0))
-            history = [r for r in storage.get_asset_check_execution_history(key, limit=100) if r.id > last]
-            for record in sorted(history, key=lambda r: r.id):
-                state[key.to_user_string()] = record.id
+            name_ = key.to_user_string()
+            records, after[name_], still, wait = pending_evaluations(
+                instance, key, int(after.get(name_, 0)), set(done.get(name_, []))
+            )
+            if still:
+                done[name_] = sorted(still)
+            else:
+                done.pop(name_, None)
+            if wait:
+                waiting.append(name_)
+            for record in records:
                 evaluation = record.event.dagster_event.event_specific_data if record.event else None
                 if evaluation is None or getattr(evaluation, "passed", True):
                     continue
                 is_drift = key.name == DRIFT_CHECK_NAME
                 if not is_drift and evaluation.severity != dg.AssetCheckSeverity.ERROR and not warn:
                     continue
-                meta = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+                meta = values(evaluation.metadata)
                 if is_drift:
-                    alert = _drift_alert(context.instance, notifier, record.run_id, meta)
+                    alerts.append(_drift_alert(instance, notifier, record.run_id, meta))
                 elif key.asset_key == VALIDATION_REPORT:
-                    alert = _blocked_alert(context.instance, notifier, record.run_id, key.name, meta)
+                    blocked.setdefault(record.run_id, {})[key.name] = meta
+                elif key.asset_key == SALE_FEATURES and key.name == PRICE_LEVEL_CHECK:
+                    alerts.append(_price_level_alert(instance, notifier, record, meta))
                 else:
                     failed, total = failed_rows_of(meta)
-                    alert = notify.data_validation_failed(
-                        notifier.links,
-                        asset=key.asset_key.to_user_string(),
-                        check=key.name,
-                        failed_rows=failed,
-                        total_rows=total,
-                        partition=run_partition(context.instance, record.run_id),
-                        description=evaluation.description,
-                        run_id=record.run_id,
+                    alerts.append(
+                        messages.data_validation_failed(
+                            notifier.links,
+                            asset=key.asset_key.to_user_string(),
+                            check=key.name,
+                            failed_rows=failed,
+                            total_rows=total,
+                            partition=record.partition or run_partition(instance, record.run_id),
+                            description=evaluation.description,
+                            run_id=record.run_id,
+                        )
                     )
-                notifier.send(alert, context.log)
-                sent += 1
-        context.update_cursor(json.dumps(state, sort_keys=True))
-        return dg.SkipReason(f"{sent} failed check(s) alerted")
+        alerts.extend(_blocked_alert(instance, notifier, run_id, gates) for run_id, gates in blocked.items())
+        for alert in alerts:
+            notifier.send(alert, context.log)
+        note = f"; waiting for planned check(s) {waiting}" if waiting else ""
+        return dg.SensorResult(
+            cursor=json.dumps({"after": after, "done": done}, sort_keys=True),
+            skip_reason=dg.SkipReason(f"{len(alerts)} failed check(s) alerted{note}"),
+        )
 
     return check_alert_sensor
 
 
 def _drift_alert(
     instance: dg.DagsterInstance, notifier: Notifier, run_id: str, check_meta: dict[str, Any]
-) -> notify.Alert:
+) -> messages.Alert:
     """The drift alert, with per-feature scores and the MLflow run from the report's materialization."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=DRIFT_REPORT), limit=20).records
-    mat = next((r.asset_materialization for r in records if r.run_id == run_id), None)
-    meta = {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+    meta = metadata_in_run(instance, DRIFT_REPORT, run_id)
     scores: dict[str, float] = meta.get("feature_scores") or check_meta.get("top_scores") or {}
     drifted_names = meta.get("drifted_features") or check_meta.get("drifted_features") or []
     strong = check_meta.get("strongly_drifted") or []
     drifted = {f: float(scores.get(f, float("nan"))) for f in [*drifted_names, *strong]}
     target = meta.get("target_drift_score")
-    return notify.drift_detected(
+    return messages.drift_detected(
         notifier.links,
         month=str(meta.get("month") or check_meta.get("month")),
         drifted=drifted,
@@ -341,13 +242,28 @@ def _drift_alert(
         run_id=run_id,
         mlflow_run_id=meta.get("mlflow_run_id"),
         mlflow_experiment_id=meta.get("mlflow_experiment_id"),
+        decision=str(meta["decision"]) if meta.get("decision") else None,
     )
 
 
-def _metadata_in_run(instance: dg.DagsterInstance, asset: dg.AssetKey, run_id: str) -> dict[str, Any]:
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset), limit=20).records
-    mat = next((r.asset_materialization for r in records if r.run_id == run_id), None)
-    return {k: getattr(v, "value", v) for k, v in (mat.metadata if mat else {}).items()}
+def _price_level_alert(
+    instance: dg.DagsterInstance, notifier: Notifier, record: AssetCheckExecutionRecord, meta: dict[str, Any]
+) -> messages.Alert:
+    def number(key: str) -> float | None:
+        value = meta.get(key)
+        return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+    month = str(meta.get("month") or record.partition or run_partition(instance, record.run_id))
+    change = meta.get("change")
+    return messages.month_needs_confirmation(
+        notifier.links,
+        month=month,
+        level=number("median_price_per_sf"),
+        reference=number("reference_price_per_sf"),
+        change=float(change) if isinstance(change, int | float) else None,
+        max_change=float(meta.get("max_change", 0.0)),
+        run_id=record.run_id,
+    )
 
 
 def _mlflow_run_of(model_name: str, version: str | None) -> tuple[str | None, str | None]:
@@ -371,27 +287,27 @@ def _model_name() -> str:
 
 
 def _blocked_alert(
-    instance: dg.DagsterInstance, notifier: Notifier, run_id: str, gate: str, check_meta: dict[str, Any]
-) -> notify.Alert:
-    report = _metadata_in_run(instance, VALIDATION_REPORT, run_id)
+    instance: dg.DagsterInstance, notifier: Notifier, run_id: str, gates: dict[str, dict[str, Any]]
+) -> messages.Alert:
+    """One alert per blocked challenger, naming every gate it failed with that gate's figures."""
+    report = metadata_in_run(instance, VALIDATION_REPORT, run_id)
     version = str(report.get("challenger_version", "?"))
     name = _model_name()
     mlflow_run, experiment = _mlflow_run_of(name, version)
-    figures = {k: v for k, v in check_meta.items() if isinstance(v, int | float | str)}
-    if report.get("reason"):
-        figures["reason"] = report["reason"]
-    return notify.promotion_blocked(
+    figures = {g: {k: v for k, v in m.items() if isinstance(v, int | float | str)} for g, m in gates.items()}
+    return messages.promotion_blocked(
         notifier.links,
         model_name=name,
         version=version,
-        gate=gate,
-        figures=figures,
+        gates=figures,
+        reason=str(report.get("reason") or ""),
         run_id=run_id,
         mlflow_run_id=mlflow_run,
         mlflow_experiment_id=experiment,
     )
 
 
+# --------------------------------------------------------------------------------------------- promotions
 def build_promotion_alert_sensor(
     interval_seconds: int = 60, name: str = "promotion_alert_sensor", metric: str = "mdape"
 ) -> dg.SensorDefinition:
@@ -404,17 +320,17 @@ def build_promotion_alert_sensor(
         description="Promotions (promoted_model materializations that moved the champion) become alerts.",
     )
     def promotion_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SkipReason:
-        after = int(_load(context.cursor).get("promoted_id", 0))
+        after = int(load_cursor(context.cursor).get("promoted_id", 0))
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=PROMOTED_MODEL, after_storage_id=after), limit=100, ascending=True
         ).records
         sent = 0
         for record in records:
             after = max(after, record.storage_id)
-            meta = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+            meta = values(record.asset_materialization.metadata if record.asset_materialization else {})
             if not meta.get("changed"):
                 continue
-            report = _metadata_in_run(context.instance, VALIDATION_REPORT, record.run_id)
+            report = metadata_in_run(context.instance, VALIDATION_REPORT, record.run_id)
             model_uri = str(meta.get("model_uri", ""))
             model = model_uri.removeprefix("models:/").split("@")[0] or _model_name()
             new = str(meta.get("champion_version"))
@@ -422,7 +338,7 @@ def build_promotion_alert_sensor(
             mlflow_run, experiment = _mlflow_run_of(model, new)
             new_value = report.get(f"challenger_{metric}")
             old_value = report.get(f"champion_{metric}")
-            alert = notify.promotion_succeeded(
+            alert = messages.promotion_succeeded(
                 notifier.links,
                 model_name=model,
                 old_version=None if old in (None, "none") else str(old),
