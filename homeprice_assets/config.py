@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from homeprice_assets.monitoring.settings import AlertSettings, MonitoringSettings
+from homeprice_assets.rollout.settings import RolloutSettings
 from homeprice_assets.training.settings import PromotionSettings, TrainingSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -172,6 +173,7 @@ class ProjectConfig(_Strict):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
