@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
-from homeprice_assets.monitoring.status import blocking_check_keys, month_status
+from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.resources.mlflow import MlflowTracking
-from homeprice_assets.training import reports
+from homeprice_assets.training import promotion, reports
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model
 from homeprice_assets.training.promotion import decision, evaluate_gates
@@ -40,18 +40,11 @@ from homeprice_assets.training.tracking import (
     set_alias,
 )
 
-GATES = ("absolute_accuracy", "not_worse_than_champion", "valuation_churn")
+# One blocking check per promotion gate, named and described where the gate is defined (promotion.py).
+GATES = tuple(g.name for g in promotion.GATES)
 GATE_CHECKS = [
-    dg.AssetCheckSpec(name, asset="validation_report", blocking=True, description=desc)
-    for name, desc in zip(
-        GATES,
-        (
-            "Challenger MdAPE and PPE10 within the configured absolute limits.",
-            "Challenger MdAPE not worse than the champion's by more than the configured margin.",
-            "Share of homes whose valuation moves >10% vs the champion within the configured limit.",
-        ),
-        strict=True,
-    )
+    dg.AssetCheckSpec(g.name, asset="validation_report", blocking=True, description=g.description)
+    for g in promotion.GATES
 ]
 
 

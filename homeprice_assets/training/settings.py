@@ -39,6 +39,18 @@ class PromotionSettings(BaseModel):
     max_churn: float | None = Field(
         0.5, ge=0, le=1, description="share of homes whose valuation moves >10% vs the champion; None: off"
     )
+    max_ppe10_decrease: float | None = Field(
+        0.02, ge=0, le=1, description="relative: challenger PPE10 at least champion PPE10 - this; None: off"
+    )
+    max_coverage_decrease: float | None = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="relative: challenger interval coverage at least the champion's - this; None: off",
+    )
+    max_rmse_increase: float | None = Field(
+        0.03, ge=0, description="relative: challenger RMSE at most champion RMSE x (1 + this); None: off"
+    )
 
 
 def training_settings() -> TrainingSettings:
