@@ -145,7 +145,7 @@ class DataConfig(_Strict):
         return self.columns.get(canonical, canonical)
 
     def read_options(self, key: str) -> ReadOptions:
-        """The options for the landed file ``key``: the first matching source over ``read`` and ``date_format``."""
+        """Options for landed file ``key``: the first matching ``sources`` entry over ``read``."""
         from fnmatch import fnmatch
 
         base = self.read.model_dump()

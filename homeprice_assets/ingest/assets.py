@@ -7,8 +7,11 @@ import pandas as pd
 
 from homeprice_assets.config import project_config
 from homeprice_assets.ingest import checks
+from homeprice_assets.ingest.reading import UnreadableFile, read_with_config, row_months
 from homeprice_assets.ingest.rules import (
     RULES,
+    SchemaError,
+    check_source_columns,
     combine_landed,
     content_version,
     file_sha256,
@@ -17,7 +20,7 @@ from homeprice_assets.ingest.rules import (
     clean_sales as clean_rows,
 )
 from homeprice_assets.partitions import sale_month_partitions
-from homeprice_assets.resources.landing import LandingZone, read_sales_bytes
+from homeprice_assets.resources.landing import LandingZone
 
 
 @dg.asset(
@@ -32,36 +35,62 @@ def raw_sales(
     """Every row landed for the month, unchanged (as text), with its source file, file hash and row number.
 
     Idempotent: the data version depends on the set of rows only, and a row already landed in another file
-    is not added twice.
+    is not added twice. A file that cannot be read (empty, undecodable, not a table, required columns
+    missing) is set aside with its reason, counted in the metadata and failed in the ``readable_files``
+    check (ERROR: alerted); the month's other files go on.
     """
+    config = project_config().data
     month = context.partition_key
-    files = landing.files_for_month(month)
+    scan = landing.scan(config)
+    for aside in scan.set_aside:
+        context.log.warning(f"landing zone: {aside.key!r} is in no month: {aside.reason}")
+    files = [f for f in scan.files if f.month == month]
     if not files:
         raise dg.Failure(f"raw_sales: no sales files for {month} in the landing zone {landing.describe()}")
-    frames = []
+    frames, described, set_aside = [], [], []
     for f in files:
         data = landing.read_bytes(f.key)
+        digest = file_sha256(data)
         try:
-            frames.append((f.key, file_sha256(data), read_sales_bytes(f.key, data)))
-        except Exception as exc:
-            raise dg.Failure(f"raw_sales: cannot parse landed file {f.key!r} ({month}): {exc}") from exc
-    raw, repeated = combine_landed(frames)
+            parsed = read_with_config(f.key, data, config)
+            frame = parsed.frame
+            if f.split:  # no month in the path: this month's rows, by their sale date
+                frame = frame[row_months(frame, f.key, config) == month]
+            check_source_columns(frame.columns, config)
+        except (UnreadableFile, SchemaError) as exc:
+            context.log.error(f"{month}: file {f.key!r} set aside: {exc}")
+            set_aside.append({"key": f.key, "sha256": digest, "reason": str(exc)})
+            continue
+        frames.append((f.key, digest, frame))
+        described.append(
+            {"key": f.key, "sha256": digest, "rows": len(frame), "split_by_date": f.split, **parsed.sniffed}
+        )
+        if parsed.sniffed:
+            context.log.info(f"{month}: {f.key!r} read with sniffed {parsed.sniffed}")
+    raw, repeated, within = combine_landed(frames)
     context.log.info(
-        f"{month}: {len(raw)} rows from {len(files)} file(s), {repeated} repeated row(s) left out"
+        f"{month}: {len(raw)} rows from {len(frames)} of {len(files)} file(s), "
+        f"{repeated} repeated row(s) left out ({within} inside one file), {len(set_aside)} file(s) set aside"
     )
     yield dg.Output(
         raw,
         data_version=dg.DataVersion(content_version(raw)),
         metadata={
             "rows": len(raw),
-            "files": dg.MetadataValue.json(
-                [{"key": f.key, "sha256": d} for f, (_, d, _) in zip(files, frames, strict=True)]
-            ),
+            "files": dg.MetadataValue.json(described),
+            "quarantined_files": len(set_aside),
+            "quarantined_file_reasons": dg.MetadataValue.json(set_aside),
             "repeated_rows_left_out": repeated,
+            "repeated_rows_within_a_file": within,
+            "landing_files_in_no_month": len(scan.set_aside),
+            "landing_files_in_no_month_reasons": dg.MetadataValue.json(
+                [{"key": a.key, "reason": a.reason} for a in scan.set_aside]
+            ),
             "landing_zone": landing.describe(),
         },
     )
-    yield checks.required_columns(raw, project_config().data)
+    yield checks.required_columns(raw, config, set_aside)
+    yield checks.readable_files(set_aside, len(files))
 
 
 def _recent_row_counts(context: dg.AssetExecutionContext, month: str, lookback: int) -> list[int]:
@@ -130,9 +159,9 @@ def clean_sales(
     yield checks.quarantine_rate(counts, len(raw_sales), config)
     yield checks.value_ranges(result.clean, config, month)
     yield checks.unique_sales(result.clean)
-    yield checks.null_rate_check(result.clean, config)
+    yield checks.null_rate_check(result.clean, config, raw_sales.columns)
     yield checks.row_count(
         len(result.clean), _recent_row_counts(context, month, config.row_count_lookback), config
     )
     cleaned = context.instance.get_materialized_partitions(dg.AssetKey("clean_sales")) | {month}
-    yield checks.freshness(max(cleaned), landing.months(), config)
+    yield checks.freshness(month, max(cleaned), landing.months(config), config)

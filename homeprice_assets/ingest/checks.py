@@ -6,10 +6,12 @@ Each result carries the figures behind it, so the UI says which rule failed on h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 import pandas as pd
 
-from homeprice_assets.config import REQUIRED_COLUMNS, DataConfig
+from homeprice_assets.config import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DataConfig
 from homeprice_assets.ingest.rules import NUMERIC_COLUMNS, RULES, null_rates, robust_median
 
 RAW_CHECKS = [
@@ -18,7 +20,12 @@ RAW_CHECKS = [
         asset="raw_sales",
         blocking=True,
         description="Every required canonical column is present in the landed files.",
-    )
+    ),
+    dg.AssetCheckSpec(
+        "readable_files",
+        asset="raw_sales",
+        description="Every landed file of the month could be read; set-aside files are listed with reasons.",
+    ),
 ]
 CLEAN_CHECKS = [
     dg.AssetCheckSpec(
@@ -60,15 +67,47 @@ CLEAN_CHECKS = [
 ]
 
 
-def required_columns(raw: pd.DataFrame, config: DataConfig) -> dg.AssetCheckResult:
+def required_columns(
+    raw: pd.DataFrame, config: DataConfig, set_aside: list[dict[str, str]] | None = None
+) -> dg.AssetCheckResult:
+    """Blocking: the month's readable files have every required column (set-aside files say why not)."""
     present = set(raw.columns)
     missing = {c: config.source_name(c) for c in REQUIRED_COLUMNS if config.source_name(c) not in present}
+    missing_text = ", ".join(f"{c} (source column '{s}')" for c, s in missing.items())
+    reasons = "; ".join(f"{f['key']}: {f['reason']}" for f in set_aside or [])
+    if not missing:
+        description = "all required columns present"
+    elif reasons:
+        description = f"no readable file with the required columns: {reasons}"
+    else:
+        description = f"missing required column(s): {missing_text}"
     return dg.AssetCheckResult(
         check_name="required_columns",
         passed=not missing,
+        description=description,
         metadata={
-            "missing": ", ".join(f"{c} (source column '{s}')" for c, s in missing.items()) or "none",
-            "source_columns": ", ".join(sorted(str(c) for c in present)),
+            "missing": missing_text or "none",
+            "source_columns": ", ".join(sorted(str(c) for c in present if not str(c).startswith("_"))),
+        },
+    )
+
+
+def readable_files(set_aside: list[dict[str, str]], n_files: int) -> dg.AssetCheckResult:
+    """ERROR severity (alerted) but not blocking: one unreadable file never holds back its month."""
+    return dg.AssetCheckResult(
+        check_name="readable_files",
+        passed=not set_aside,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(set_aside)} of {n_files} file(s) set aside: "
+            + "; ".join(f"{f['key']}: {f['reason']}" for f in set_aside)
+            if set_aside
+            else f"all {n_files} file(s) read"
+        ),
+        metadata={
+            "files": n_files,
+            "quarantined_files": len(set_aside),
+            "set_aside": dg.MetadataValue.json(set_aside),
         },
     )
 
@@ -116,8 +155,11 @@ def value_ranges(clean: pd.DataFrame, config: DataConfig, month: str) -> dg.Asse
         "nonpositive_living_area": int((clean["living_sf"] <= 0).sum()),
         "implausible_coordinates": int(
             (
-                ~clean["latitude"].between(b.min_latitude, b.max_latitude)
-                | ~clean["longitude"].between(b.min_longitude, b.max_longitude)
+                (clean["latitude"].notna() | clean["longitude"].notna())
+                & (
+                    ~clean["latitude"].between(b.min_latitude, b.max_latitude)
+                    | ~clean["longitude"].between(b.min_longitude, b.max_longitude)
+                )
             ).sum()
         ),
         "date_outside_partition": int((clean["sale_date"].dt.strftime("%Y-%m") != month).sum()),
@@ -142,15 +184,26 @@ def unique_sales(clean: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def null_rate_check(clean: pd.DataFrame, config: DataConfig) -> dg.AssetCheckResult:
-    rates = null_rates(clean)
+def null_rate_check(
+    clean: pd.DataFrame, config: DataConfig, source_columns: Iterable[str] | None = None
+) -> dg.AssetCheckResult:
+    """WARN: optional columns the source maps are null at most ``max_null_rate`` of the time.
+
+    Columns the source does not have at all are not judged (a dataset without coordinates is not 100% null).
+    """
+    present = set(source_columns) if source_columns is not None else None
+    mapped = [c for c in OPTIONAL_COLUMNS if present is None or config.source_name(c) in present]
+    rates = null_rates(clean, mapped)
     over = {c: r for c, r in rates.items() if r > config.max_null_rate}
     return dg.AssetCheckResult(
         check_name="null_rates",
         passed=not over,
         severity=dg.AssetCheckSeverity.WARN,
         description=", ".join(f"{c}: {r:.0%} null" for c, r in over.items()) or "null rates within limit",
-        metadata={f"null_rate_{c}": r for c, r in rates.items()},
+        metadata={
+            **{f"null_rate_{c}": r for c, r in rates.items()},
+            "unmapped_columns": ", ".join(c for c in OPTIONAL_COLUMNS if c not in mapped) or "none",
+        },
     )
 
 
@@ -170,19 +223,31 @@ def row_count(n_rows: int, recent_counts: list[int], config: DataConfig) -> dg.A
     )
 
 
-def freshness(newest_processed: str, landed_months: list[str], config: DataConfig) -> dg.AssetCheckResult:
-    """Is the newest month the pipeline has cleaned keeping up with the newest month that has landed?"""
+def freshness(
+    month: str, newest_processed: str, landed_months: list[str], config: DataConfig
+) -> dg.AssetCheckResult:
+    """Is the pipeline keeping up with the newest landed month? Judged on that month only.
+
+    A back-filled month (older than the newest landed one) is history, not lateness: it passes and says so.
+    On the newest landed month the lag between it and the newest cleaned month is measured.
+    """
     newest = max(landed_months) if landed_months else newest_processed
-    lag = (pd.Period(newest, "M") - pd.Period(newest_processed, "M")).n
+    lag = max((pd.Period(newest, "M") - pd.Period(newest_processed, "M")).n, 0)
+    backfill = month < newest
     return dg.AssetCheckResult(
         check_name="freshness",
-        passed=lag <= config.max_lag_months,
+        passed=backfill or lag <= config.max_lag_months,
         severity=dg.AssetCheckSeverity.WARN,
-        description=f"newest landed {newest}, newest cleaned {newest_processed}: {lag} month(s) behind",
+        description=(
+            f"back-filled month {month}: freshness is judged on the newest landed month {newest}"
+            if backfill
+            else f"newest landed {newest}, newest cleaned {newest_processed}: {lag} month(s) behind"
+        ),
         metadata={
             "newest_landed_month": newest,
             "newest_cleaned_month": newest_processed,
             "lag_months": lag,
             "max_lag_months": config.max_lag_months,
+            "back_filled": backfill,
         },
     )

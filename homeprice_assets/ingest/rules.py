@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from homeprice_assets.config import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DataConfig
+from homeprice_assets.ingest.reading import parse_sale_dates
 
 LINEAGE_COLUMNS = ("_source_file", "_source_hash", "_row_number", "_row_hash")
 NUMERIC_COLUMNS = (
@@ -102,6 +104,44 @@ def to_canonical(raw: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     return out
 
 
+def _by_source(frame: pd.DataFrame) -> dict[str, pd.Index]:
+    """Row labels per landed file (one group named "" when the rows carry no lineage)."""
+    if "_source_file" not in frame.columns:
+        return {"": frame.index}
+    return {str(k): idx for k, idx in frame.groupby("_source_file", sort=False).groups.items()}
+
+
+def _sale_dates(frame: pd.DataFrame, config: DataConfig) -> pd.Series:
+    """Sale dates parsed with each source's date format (``data.sources`` over ``data.read``)."""
+    parts = [
+        parse_sale_dates(frame.loc[idx, "sale_date"], config.read_options(key).date_format)
+        for key, idx in _by_source(frame).items()
+    ]
+    if not parts:
+        return pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
+    return pd.concat(parts).reindex(frame.index).astype("datetime64[ns]")
+
+
+def _decimal_marks(frame: pd.DataFrame, config: DataConfig) -> pd.Series | None:
+    """Each row's decimal mark, or None when every source uses a point."""
+    marks = {key: config.read_options(key).decimal for key in _by_source(frame)}
+    if all(m == "." for m in marks.values()):
+        return None
+    out = pd.Series(".", index=frame.index, dtype=object)
+    for key, idx in _by_source(frame).items():
+        out[idx] = marks[key]
+    return out
+
+
+def _with_decimal_point(values: pd.Series, decimal: pd.Series | None) -> pd.Series:
+    if decimal is None:
+        return values
+    text = values.astype("string")
+    comma = decimal != "."
+    text[comma] = text[comma].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return text
+
+
 def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None) -> CleanResult:
     """Type, validate and deduplicate one batch of raw sales.
 
@@ -123,7 +163,7 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         missing = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "None", "<NA>"])
         flag(missing, "missing_required_value", f"{col} is null")
 
-    dates = pd.to_datetime(frame["sale_date"], format=config.date_format, errors="coerce")
+    dates = _sale_dates(frame, config)
     flag(dates.isna(), "unparsable_date", "sale_date=" + frame["sale_date"].astype(str))
     if month is not None:
         outside = dates.notna() & (dates.dt.strftime("%Y-%m") != month)
@@ -133,9 +173,10 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
     flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
 
+    decimal = _decimal_marks(frame, config)
     numeric = {}
     for col in NUMERIC_COLUMNS:
-        parsed = pd.to_numeric(frame[col], errors="coerce")
+        parsed = pd.to_numeric(_with_decimal_point(frame[col], decimal), errors="coerce")
         bad = parsed.isna() & frame[col].notna() & ~frame[col].astype(str).str.strip().isin(["", "nan"])
         flag(bad, "non_numeric_value", f"{col}=" + frame[col].astype(str))
         numeric[col] = parsed.astype("float64")
@@ -154,9 +195,14 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         f"living_sf outside [{bounds.min_living_sf:g}, {bounds.max_living_sf:g}]: " + area.astype(str),
     )
     lat, lon = numeric["latitude"], numeric["longitude"]
+    # Coordinates are optional: a row has both or neither; when present they must lie within the bounds.
+    has_coords = lat.notna() | lon.notna()
     flag(
-        ~lat.between(bounds.min_latitude, bounds.max_latitude)
-        | ~lon.between(bounds.min_longitude, bounds.max_longitude),
+        has_coords
+        & (
+            ~lat.between(bounds.min_latitude, bounds.max_latitude)
+            | ~lon.between(bounds.min_longitude, bounds.max_longitude)
+        ),
         "implausible_coordinates",
         "lat/lon=" + lat.astype(str) + "/" + lon.astype(str),
     )
@@ -167,17 +213,16 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     for col, values in numeric.items():
         typed[col] = values
     typed["sale_date"] = dates
-    # A sale without an id gets one derived from what identifies it, so deduplication still works.
-    identity = frame["parcel_id"].astype(str) + "|" + dates.dt.strftime("%Y-%m-%d").fillna("") + "|"
-    derived = (identity + price.astype(str)).map(lambda s: "h" + hashlib.sha1(s.encode()).hexdigest()[:16])
-    typed["sale_id"] = typed["sale_id"].fillna(derived)
+    typed["sale_id"] = typed["sale_id"].fillna(derived_ids(typed, raw, config))
     for col in LINEAGE_COLUMNS:
         if col in frame.columns:
             typed[col] = frame[col]
 
     # The same sale id twice among otherwise-valid rows: keep the first (file order), quarantine the rest.
+    # Only valid rows take part, so a bad row never shadows its corrected re-export.
     valid = reasons.isna()
-    dup = valid & typed["sale_id"].duplicated(keep="first")
+    dup = pd.Series(False, index=frame.index)
+    dup[valid] = typed.loc[valid, "sale_id"].duplicated(keep="first")
     dup_ids = typed["sale_id"].where(dup)
     flag(dup, "duplicate_sale", "sale_id=" + dup_ids.astype(str) + " seen earlier in this month")
 
@@ -193,6 +238,59 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     return CleanResult(clean=clean, quarantine=quarantine)
 
 
+# What tells two homes' sales apart when the source has no sale id: every identifying column it has.
+IDENTITY_COLUMNS: tuple[str, ...] = (
+    "parcel_id",
+    "location",
+    "latitude",
+    "longitude",
+    "living_sf",
+    "lot_sf",
+    "use_type",
+    "bldg_grade",
+    "beds",
+    "baths",
+    "age",
+    "eff_age",
+    "waterfront",
+    "sale_date",
+    "sale_price",
+)
+
+
+def identity_columns(source_columns: Iterable[str], config: DataConfig) -> list[str]:
+    """The columns a derived sale id is built from.
+
+    With a parcel id, parcel + date + price name one sale (a corrected re-export of it is a repeat); without
+    one, every identifying column the source has, so that different homes sold on the same day for the same
+    price in the same area do not share an id.
+    """
+    present = set(source_columns)
+    mapped = [c for c in IDENTITY_COLUMNS if config.source_name(c) in present]
+    if "parcel_id" in mapped:
+        return ["parcel_id", "sale_date", "sale_price"]
+    return mapped
+
+
+def derived_ids(typed: pd.DataFrame, raw: pd.DataFrame, config: DataConfig) -> pd.Series:
+    """``h`` + a hash of the typed identifying values (so ``1800`` and ``1800.0`` give the same id)."""
+    cols = identity_columns(raw.columns, config)
+    parts = []
+    for col in cols:
+        values = typed[col]
+        if col == "sale_date":
+            text = values.dt.strftime("%Y-%m-%d")
+        elif pd.api.types.is_float_dtype(values):
+            text = values.map(lambda v: "" if pd.isna(v) else repr(float(v)))
+        else:
+            text = values.astype("string")
+        parts.append(text.astype("string").fillna(""))
+    if not parts:
+        return pd.Series(pd.NA, index=typed.index, dtype="string")
+    joined = parts[0].str.cat(parts[1:], sep="|") if len(parts) > 1 else parts[0]
+    return joined.map(lambda s: "h" + hashlib.sha1(s.encode()).hexdigest()[:16]).astype("string")
+
+
 def null_rates(frame: pd.DataFrame, columns: Iterable[str] = OPTIONAL_COLUMNS) -> dict[str, float]:
     return {c: float(frame[c].isna().mean()) if len(frame) else 0.0 for c in columns if c in frame.columns}
 
@@ -202,29 +300,38 @@ def robust_median(values: Iterable[float]) -> float:
     return float(np.median(arr)) if arr.size else float("nan")
 
 
-def combine_landed(frames: list[tuple[str, str, pd.DataFrame]]) -> tuple[pd.DataFrame, int]:
+class Landed(NamedTuple):
+    raw: pd.DataFrame
+    repeated: int  # rows left out because the same row came earlier (this file or another)
+    repeated_within_file: int  # of which: exact duplicate rows inside one file
+
+
+def combine_landed(frames: list[tuple[str, str, pd.DataFrame]]) -> Landed:
     """Stack landed files ``(key, sha256, frame)`` in key order, adding lineage and dropping repeated rows.
 
-    A row whose source values already came from an earlier file (a file landed twice, overlapping exports)
-    is counted and not added again. Returns the raw table and the number of repeated rows left out.
+    A row whose source values already came earlier (a file landed twice, overlapping exports, the same row
+    twice inside one export) is counted and not added again. ``_row_number`` is the row's line in its file
+    (1 = first data row), also for a file split by sale date into several months.
     """
     parts = []
+    within = 0
     for key, digest, frame in sorted(frames, key=lambda t: t[0]):
         part = frame.copy()
         source_cols = list(frame.columns)
         part["_source_file"] = key
         part["_source_hash"] = digest
-        part["_row_number"] = range(1, len(part) + 1)
+        part["_row_number"] = np.asarray(frame.index, dtype=int) + 1
         part["_row_hash"] = row_hashes(part, source_cols)
+        within += int(part["_row_hash"].duplicated().sum())
         parts.append(part)
     if not parts:
-        return pd.DataFrame(columns=list(LINEAGE_COLUMNS)), 0
+        return Landed(pd.DataFrame(columns=list(LINEAGE_COLUMNS)), 0, 0)
     raw = pd.concat(parts, ignore_index=True, sort=False)
     repeated = raw["_row_hash"].duplicated(keep="first")
     raw = raw[~repeated].reset_index(drop=True)
     source_cols = [c for c in raw.columns if c not in LINEAGE_COLUMNS]
     raw = raw[source_cols + list(LINEAGE_COLUMNS)]
-    return raw.astype({c: object for c in source_cols}), int(repeated.sum())
+    return Landed(raw.astype({c: object for c in source_cols}), int(repeated.sum()), within)
 
 
 def content_version(raw: pd.DataFrame) -> str:

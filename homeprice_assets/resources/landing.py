@@ -1,13 +1,15 @@
 """The landing zone: where new sales files arrive, as a local folder or an S3 prefix, chosen by URL.
 
 A file belongs to the sale month named in its path (``.../2014-06/any.csv`` or ``sales_2014-06.parquet``);
-its fingerprint (content hash locally, ETag on S3) tells a new or changed file from one already seen.
+a file whose path names no month is split by its sale-date column into the months its rows fall in (unless
+``data.require_month_in_path``). Its fingerprint (content hash locally, ETag on S3) tells a new or changed
+file from one already seen. Nothing on the landing zone is skipped silently: a file that belongs to no month
+is listed by ``scan`` with the reason, for the log, the asset metadata and the CLI.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from dataclasses import dataclass
@@ -17,7 +19,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import pandas as pd
 
-from homeprice_assets.config import homeprice_home
+from homeprice_assets.config import DataConfig, homeprice_home, project_config
+from homeprice_assets.ingest.reading import UnreadableFile, read_with_config, row_months
 from homeprice_assets.ingest.rules import file_sha256
 from homeprice_assets.resources.s3 import parse_store_url, s3_client, s3_endpoint
 
@@ -27,10 +30,13 @@ _MONTH = re.compile(r"(?<!\d)(\d{4})-(0[1-9]|1[0-2])(?!\d)")
 
 @dataclass(frozen=True)
 class LandedFile:
+    """One landed file as seen by one month. A file split by sale date appears once per month it holds."""
+
     key: str  # path relative to the landing root
     month: str  # "YYYY-MM"
     fingerprint: str
     size: int
+    split: bool = False  # no month in the path: the month's rows are chosen by their sale date
 
     @property
     def partition_key(self) -> str:
@@ -47,22 +53,87 @@ def is_sales_file(key: str) -> bool:
     return key.lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def read_sales_bytes(key: str, data: bytes) -> pd.DataFrame:
-    """Parse one landed file with every column as text: raw data is kept exactly as it came."""
-    if key.lower().endswith(".parquet"):
-        frame = pd.read_parquet(io.BytesIO(data))
-        return frame.astype("string").astype(object).where(frame.notna(), None)
-    compression = "gzip" if key.lower().endswith(".gz") else None
-    return pd.read_csv(
-        io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], compression=compression
-    )
+def read_sales_bytes(key: str, data: bytes, config: DataConfig | None = None) -> pd.DataFrame:
+    """Parse one landed file with every column as text: raw data is kept exactly as it came.
+
+    Raises ``UnreadableFile`` (a ``ValueError``) with the reason when the file is not a readable table.
+    """
+    return read_with_config(key, data, config or project_config().data).frame
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A file on the landing zone that belongs to no month, and why."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    files: list[LandedFile]  # one entry per (file, month)
+    set_aside: list[SetAside]  # everything else on the landing zone, with its reason
+
+
+# Month assignment of files split by sale date, by (key, fingerprint, options): listing re-reads nothing.
+_SPLIT_CACHE: dict[tuple[str, str, str], tuple[str, ...] | str] = {}
 
 
 class LandingZone(dg.ConfigurableResource):
     """Interface shared by the local and S3 landing zones."""
 
-    def list_files(self) -> list[LandedFile]:
+    def _list_objects(self) -> list[tuple[str, str, int]]:
+        """Every object under the root as ``(key, fingerprint, size)``, whatever its name."""
         raise NotImplementedError
+
+    def scan(self, config: DataConfig | None = None) -> LandingScan:
+        """What each file on the landing zone is for: its month(s), or why it belongs to none."""
+        data = config or project_config().data
+        files: list[LandedFile] = []
+        set_aside: list[SetAside] = []
+        for key, fingerprint, size in sorted(self._list_objects()):
+            if key.endswith(".partial"):
+                set_aside.append(SetAside(key, "being written (atomic landing in progress)"))
+                continue
+            if not is_sales_file(key):
+                set_aside.append(
+                    SetAside(key, f"not a sales file (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+                )
+                continue
+            month = month_of(key)
+            if month:
+                files.append(LandedFile(key, month, fingerprint, size))
+                continue
+            if data.require_month_in_path:
+                set_aside.append(
+                    SetAside(key, "no month (YYYY-MM) in its path, and data.require_month_in_path is true")
+                )
+                continue
+            months = self._split_months(key, fingerprint, data)
+            if isinstance(months, str):
+                set_aside.append(SetAside(key, months))
+            else:
+                files.extend(LandedFile(key, m, fingerprint, size, split=True) for m in months)
+        return LandingScan(files, set_aside)
+
+    def _split_months(self, key: str, fingerprint: str, config: DataConfig) -> tuple[str, ...] | str:
+        """The months a file without a month in its path holds, or the reason it cannot be split."""
+        cache_key = (
+            key,
+            fingerprint,
+            config.model_dump_json(include={"columns", "read", "sources", "date_format"}),
+        )
+        if cache_key not in _SPLIT_CACHE:
+            try:
+                frame = read_with_config(key, self.read_bytes(key), config).frame
+                months = tuple(sorted(set(row_months(frame, key, config))))
+                _SPLIT_CACHE[cache_key] = months or "no month (YYYY-MM) in its path and no rows to place"
+            except UnreadableFile as exc:
+                _SPLIT_CACHE[cache_key] = f"no month (YYYY-MM) in its path and unreadable: {exc}"
+        return _SPLIT_CACHE[cache_key]
+
+    def list_files(self, config: DataConfig | None = None) -> list[LandedFile]:
+        return self.scan(config).files
 
     def read_bytes(self, key: str) -> bytes:
         raise NotImplementedError
@@ -73,11 +144,11 @@ class LandingZone(dg.ConfigurableResource):
     def describe(self) -> str:
         raise NotImplementedError
 
-    def files_for_month(self, month: str) -> list[LandedFile]:
-        return sorted((f for f in self.list_files() if f.month == month), key=lambda f: f.key)
+    def files_for_month(self, month: str, config: DataConfig | None = None) -> list[LandedFile]:
+        return sorted((f for f in self.list_files(config) if f.month == month), key=lambda f: f.key)
 
-    def months(self) -> list[str]:
-        return sorted({f.month for f in self.list_files()})
+    def months(self, config: DataConfig | None = None) -> list[str]:
+        return sorted({f.month for f in self.list_files(config)})
 
 
 class LocalLandingZone(LandingZone):
@@ -88,17 +159,15 @@ class LocalLandingZone(LandingZone):
     def _root(self) -> Path:
         return Path(self.root).expanduser().resolve()
 
-    def list_files(self) -> list[LandedFile]:
+    def _list_objects(self) -> list[tuple[str, str, int]]:
         root = self._root()
         if not root.exists():
             return []
-        out = []
-        for path in sorted(root.rglob("*")):
-            key = path.relative_to(root).as_posix()
-            month = month_of(key)
-            if path.is_file() and is_sales_file(key) and month:
-                out.append(LandedFile(key, month, file_sha256(path.read_bytes()), path.stat().st_size))
-        return out
+        return [
+            (path.relative_to(root).as_posix(), file_sha256(path.read_bytes()), path.stat().st_size)
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        ]
 
     def read_bytes(self, key: str) -> bytes:
         return (self._root() / key).read_bytes()
@@ -128,7 +197,7 @@ class S3LandingZone(LandingZone):
     def _full(self, key: str) -> str:
         return f"{self.prefix.strip('/')}/{key}".lstrip("/")
 
-    def list_files(self) -> list[LandedFile]:
+    def _list_objects(self) -> list[tuple[str, str, int]]:
         client = self._client()
         prefix = self.prefix.strip("/")
         out = []
@@ -137,10 +206,9 @@ class S3LandingZone(LandingZone):
         ):
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(prefix) + 1 :] if prefix else obj["Key"]
-                month = month_of(key)
-                if is_sales_file(key) and month:
-                    out.append(LandedFile(key, month, obj["ETag"].strip('"'), int(obj["Size"])))
-        return sorted(out, key=lambda f: f.key)
+                if key and not key.endswith("/"):
+                    out.append((key, obj["ETag"].strip('"'), int(obj["Size"])))
+        return out
 
     def read_bytes(self, key: str) -> bytes:
         return self._client().get_object(Bucket=self.bucket, Key=self._full(key))["Body"].read()

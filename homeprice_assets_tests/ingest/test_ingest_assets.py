@@ -32,9 +32,9 @@ def test_real_months_flow_to_features(instance, landing, storage, bundled_sales)
         assert raw["_source_file"].unique().tolist() == [f"sales_{month}.csv"]
         checks = check_results(result)
         failed = {k: c.description for k, c in checks.items() if not c.passed}
-        # months landed ahead of the one being cleaned make only the (warning) freshness check fail
-        assert set(failed) <= {"freshness"}, failed
-        assert ("freshness" in failed) == (month == "2014-01")  # 2 months behind 2014-03; limit 1
+        # back-filled history is not late: freshness is judged on the newest landed month only
+        assert not failed, failed
+        assert checks["freshness"].metadata["back_filled"].value == (month != "2014-03")
         assert checks["row_count"].metadata["rows"].value == len(expected)
     # the row-count check compared March against the two months before it
     assert checks["row_count"].metadata["recent_months"].value == 2
@@ -99,13 +99,14 @@ def test_bad_rows_are_quarantined_and_block_features(instance, landing, storage,
 
 
 def test_missing_required_column_fails_with_its_name(instance, landing, storage, bundled_sales) -> None:
-    rows = _month_rows(bundled_sales, "2012-04").drop(columns=["latitude"])
+    rows = _month_rows(bundled_sales, "2012-04").drop(columns=["tot_sf"])
     landing.write_bytes("sales_2012-04.csv", rows.to_csv(index=False).encode())
     result = ingest_month("2012-04", instance, landing, storage)
     assert not result.success
     check = check_results(result)["required_columns"]
     assert not check.passed
-    assert "latitude (source column 'latitude')" in check.metadata["missing"].value
+    assert "living_sf (source column 'tot_sf')" in check.metadata["missing"].value
+    assert "sales_2012-04.csv: missing required column(s): 'living_sf'" in check.description
     assert not instance.get_materialized_partitions(dg.AssetKey("clean_sales"))
 
 

@@ -75,13 +75,16 @@ def test_typed_output(month_rows: pd.DataFrame) -> None:
 
 
 def test_file_landed_twice_adds_no_rows_and_keeps_version(month_rows: pd.DataFrame) -> None:
-    once, repeated_once = combine_landed([("a/2014-06.csv", "h1", month_rows)])
-    twice, repeated = combine_landed(
+    once, repeated_once, _ = combine_landed([("a/2014-06.csv", "h1", month_rows)])
+    twice, repeated, within = combine_landed(
         [("a/2014-06.csv", "h1", month_rows), ("b/2014-06.csv", "h1", month_rows)]
     )
-    overlap, _ = combine_landed(
-        [("a/2014-06.csv", "h1", month_rows.iloc[:300]), ("b/2014-06.csv", "h2", month_rows.iloc[200:])]
+    overlap, _, _ = combine_landed(
+        [
+            ("a/2014-06.csv", "h1", month_rows.iloc[:300]),
+            ("b/2014-06.csv", "h2", month_rows.iloc[200:].reset_index(drop=True)),
+        ]
     )
-    assert repeated_once == 0 and repeated == len(month_rows)
+    assert repeated_once == 0 and repeated == len(month_rows) and within == 0
     assert len(twice) == len(once) == len(overlap) == len(month_rows)
     assert content_version(once) == content_version(twice) == content_version(overlap)
