@@ -1,8 +1,11 @@
 """homeprice prediction service (BentoML 1.4).
 
 Run from the repository:   bentoml serve bento.service:HomePrice --port 3001
-Follows the registry alias ``champion`` by default and swaps to a newly promoted version without dropping
-a request (``HOMEPRICE_SERVING_MODE=follow``); a built Bento defaults to ``pinned``: the model baked into it.
+Follows the registry's rollout state by default (``HOMEPRICE_SERVING_MODE=follow``): the ``champion``
+answers; during a rollout the ``candidate`` prices every home off the request path (``shadow``) or answers
+a sticky share of homes (``ab``, by a hash of ``parcel_id`` or the ``X-Homeprice-Client`` header); a
+promotion, a flip of mode or weight and a rollback swap without dropping a request. A built Bento defaults
+to ``pinned``: the model baked into it.
 Every prediction is logged (``HOMEPRICE_PREDICTION_LOG_URL``, SQLite under the project home by default).
 """
 
@@ -12,7 +15,7 @@ import functools
 import os
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -23,8 +26,9 @@ from starlette.responses import FileResponse
 from starlette.routing import Route
 
 from homeprice_assets.config import mlflow_tracking_uri
+from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.serving import predictor
-from homeprice_assets.serving.holder import AliasFollower, LoadedModel, ModelHolder
+from homeprice_assets.serving.holder import LoadedModel, RolloutFollower, Serving
 from homeprice_assets.serving.middleware import JsonOnly
 from homeprice_assets.serving.predlog import PredictionLog
 from homeprice_assets.serving.schemas import (
@@ -35,6 +39,7 @@ from homeprice_assets.serving.schemas import (
     LocationCount,
     Prediction,
 )
+from homeprice_assets.serving.shadow import ShadowJob, ShadowPricer
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Inside a built Bento this file sits at <bento>/src/bento/service.py, next to <bento>/bento.yaml.
@@ -55,9 +60,12 @@ def _baked_model() -> str:
 
 DEFAULT_MODE = "pinned" if BUILT_BENTO.is_file() else "follow"
 ROLE = "champion"
+CLIENT_KEY_HEADER = "x-homeprice-client"  # the A/B key for homes sent without a parcel_id
 
 PREDICTIONS = bentoml.metrics.Counter(
-    name="homeprice_predictions_total", documentation="Homes priced", labelnames=["endpoint", "model_version"]
+    name="homeprice_predictions_total",
+    documentation="Homes priced, by endpoint, model version and role (champion | candidate | shadow)",
+    labelnames=["endpoint", "model_version", "role"],
 )
 PRICES = bentoml.metrics.Histogram(
     name="homeprice_predicted_price_dollars",
@@ -68,6 +76,11 @@ MODEL_INFO = bentoml.metrics.Gauge(
     name="homeprice_model_loaded",
     documentation="1 for the model version serving each role",
     labelnames=["role", "model_version"],
+)
+ROLLOUT = bentoml.metrics.Gauge(
+    name="homeprice_rollout_weight",
+    documentation="Share of homes the candidate answers (ab), 1 for shadow, 0 with no rollout",
+    labelnames=["mode"],
 )
 ERRORS = bentoml.metrics.Counter(
     name="homeprice_request_errors_total",
@@ -81,6 +94,9 @@ POLL_ERRORS = bentoml.metrics.Counter(
 LOG_FAILURES = bentoml.metrics.Counter(
     name="homeprice_prediction_log_failures_total", documentation="Prediction rows that could not be logged"
 )
+SHADOW_FAILURES = bentoml.metrics.Counter(
+    name="homeprice_shadow_failures_total", documentation="Homes the shadow candidate could not price"
+)
 
 
 def _log_rows(
@@ -90,8 +106,10 @@ def _log_rows(
     prices: np.ndarray,
     lowers: np.ndarray,
     uppers: np.ndarray,
+    ids: list[int] | None = None,
 ) -> list[dict]:
-    """One prediction-log row per home (run on the log's writer thread)."""
+    """One prediction-log row per home (run on the log's writer thread); ``ids``: the homes' positions."""
+    ids = ids if ids is not None else list(range(len(homes)))
     return [
         {
             "request_id": f"{request_id}-{i}",
@@ -105,8 +123,12 @@ def _log_rows(
             "price_lower": float(lo),
             "price_upper": float(hi),
         }
-        for i, (h, p, lo, hi) in enumerate(zip(homes, prices, lowers, uppers, strict=True))
+        for i, h, p, lo, hi in zip(ids, homes, prices, lowers, uppers, strict=True)
     ]
+
+
+def _columns(out: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(out[c].to_numpy(float) for c in ("price", "price_lower", "price_upper"))  # type: ignore[index]
 
 
 def _page(request: object) -> FileResponse:
@@ -123,30 +145,31 @@ ui = Starlette(routes=[Route("/", _page)])
     http={"cors": {"enabled": False}},
 )
 class HomePrice:
-    """Price homes with the champion model: one, many, explained, with intervals."""
+    """Price homes with the champion model (and, in a rollout, the candidate): one, many, explained."""
 
     def __init__(self) -> None:
         import mlflow
+        from mlflow import MlflowClient
 
-        mlflow.set_tracking_uri(mlflow_tracking_uri())
+        uri = mlflow_tracking_uri()
+        mlflow.set_tracking_uri(uri)
         self.mode = os.environ.get("HOMEPRICE_SERVING_MODE", DEFAULT_MODE)
-        self.holder = ModelHolder()
         self.log = PredictionLog(
             os.environ.get("HOMEPRICE_PREDICTION_LOG_URL") or None,
             flush_interval_s=float(os.environ.get("HOMEPRICE_PREDICTION_LOG_FLUSH_SECONDS", "0.5")),
             on_failure=lambda n: LOG_FAILURES.inc(n),
         )
-        self.follower: AliasFollower | None = None
+        self.shadow = ShadowPricer(predictor.predict, self._shadow_done, on_failure=SHADOW_FAILURES.inc)
+        self.serving = Serving()
+        self.follower: RolloutFollower | None = None
         if self.mode == "pinned":
             self._load_pinned()
         else:
-            self.follower = AliasFollower(
-                self.holder,
+            self.follower = RolloutFollower(
                 MODEL_NAME,
-                alias=ROLE,
-                role=ROLE,
+                client=MlflowClient(tracking_uri=uri, registry_uri=uri),
                 interval_s=float(os.environ.get("HOMEPRICE_SERVING_POLL_SECONDS", "5")),
-                on_swap=self._swapped,
+                on_change=self._changed,
                 on_error=lambda _exc: POLL_ERRORS.inc(),
             )
             self.follower.poll()
@@ -154,9 +177,11 @@ class HomePrice:
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
-        """Stop following and write what the prediction log still holds: a redeploy loses no prediction."""
+        """Stop following, price what the shadow still holds, and write what the prediction log still
+        holds: a redeploy loses no prediction."""
         if self.follower is not None:
             self.follower.stop()
+        self.shadow.close()
         self.log.close()
 
     def _load_pinned(self) -> None:
@@ -165,69 +190,135 @@ class HomePrice:
         model = bentoml.models.get(_baked_model())
         pyfunc = bentoml.mlflow.load_model(model)
         version = model.info.labels.get("model_version", str(model.tag.version))
-        self._swapped(LoadedModel(version, ROLE, str(model.tag), pyfunc, pyfunc.unwrap_python_model()), None)
+        champion = LoadedModel(version, ROLE, str(model.tag), pyfunc, pyfunc.unwrap_python_model())
+        self._changed(Serving(champion=champion), self.serving)
 
-    def _swapped(self, new: LoadedModel, old: LoadedModel | None) -> None:
-        if old is not None:
-            MODEL_INFO.labels(role=old.role, model_version=old.version).set(0)
-        self.holder.put(new)
-        MODEL_INFO.labels(role=new.role, model_version=new.version).set(1)
+    def _changed(self, new: Serving, old: Serving) -> None:
+        """Publish the new snapshot (one assignment), then move the gauges."""
+        self.serving = new
+        for role, version in old.roles().items():
+            if new.roles().get(role) != version:
+                MODEL_INFO.labels(role=role, model_version=version).set(0)
+        for role, version in new.roles().items():
+            MODEL_INFO.labels(role=role, model_version=version).set(1)
+        for mode in ("shadow", "ab"):
+            ROLLOUT.labels(mode=mode).set(new.info()["rollout_weight"] if new.mode == mode else 0)
 
     def __is_ready__(self) -> bool:
         """Not ready (503 on /readyz) until a model is loaded."""
-        return self.holder.get(ROLE) is not None
+        return self.serving.champion is not None
 
-    def _model(self, endpoint: str) -> LoadedModel:
-        model = self.holder.get(ROLE)
-        if model is None:
+    def _snapshot(self, endpoint: str) -> Serving:
+        serving = self.serving  # read once: a flip during this request does not change its models
+        if serving.champion is None:
             ERRORS.labels(endpoint=endpoint, kind="not_ready").inc()
             raise ServiceUnavailable(f"no '{ROLE}' model loaded yet for {MODEL_NAME}")
-        return model
+        return serving
 
-    def _price(self, endpoint: str, homes: list[Home]) -> tuple[LoadedModel, list[Prediction]]:
-        model = self._model(endpoint)
-        frame = predictor.to_frame(homes)
+    def _model(self, endpoint: str) -> LoadedModel:
+        return self._snapshot(endpoint).champion  # type: ignore[return-value]
+
+    def _shadow_done(self, job: ShadowJob, out: object) -> None:
+        prices, lowers, uppers = _columns(out)
+        PREDICTIONS.labels(endpoint="shadow", model_version=job.model.version, role=job.model.role).inc(
+            len(prices)
+        )
+        self.log.submit(
+            len(job.homes),
+            functools.partial(_log_rows, job.request_id, job.model, job.homes, prices, lowers, uppers),
+        )
+
+    def _arms(self, serving: Serving, homes: list[Home], client_key: str | None) -> np.ndarray:
+        """A/B: True for homes the candidate answers (sticky by parcel_id, else the client key header);
+        homes in a location the candidate never saw stay with the champion."""
+        candidate = serving.candidate
+        if serving.mode != "ab" or candidate is None:
+            return np.zeros(len(homes), dtype=bool)
+        known = candidate.inner.locations
+        return np.fromiter(
+            (
+                in_candidate_arm(h.parcel_id or client_key, serving.weight, candidate.version)
+                and h.location in known
+                for h in homes
+            ),
+            dtype=bool,
+            count=len(homes),
+        )
+
+    def _run(self, endpoint: str, model: LoadedModel, frame: object) -> object:
         try:
-            out = predictor.predict(model, frame)
+            return predictor.predict(model, frame)
         except predictor.UnknownLocationError as exc:
             ERRORS.labels(endpoint=endpoint, kind="bad_input").inc()
             raise BadInput(str(exc)) from exc
+
+    def _price(
+        self, endpoint: str, homes: list[Home], client_key: str | None = None
+    ) -> tuple[LoadedModel, list[Prediction]]:
+        serving = self._snapshot(endpoint)
+        champion = serving.champion
+        assert champion is not None
+        frame = predictor.to_frame(homes)
         request_id = uuid.uuid4().hex
-        level = model.inner.interval_level
-        prices, lowers, uppers = (out[c].to_numpy(float) for c in ("price", "price_lower", "price_upper"))
-        # Built without re-validation: the values come straight from the model (100k rows in a batch).
-        preds = [
-            Prediction.model_construct(
-                price=float(p),
-                price_lower=float(lo),
-                price_upper=float(hi),
-                interval_level=level,
-                model_version=model.version,
-                model_role=model.role,
-                request_id=f"{request_id}-{i}",
+        arms = self._arms(serving, homes, client_key)
+        groups: list[tuple[LoadedModel, np.ndarray]] = []
+        if arms.any():
+            groups.append((serving.candidate, np.flatnonzero(arms)))  # type: ignore[arg-type]
+            if not arms.all():
+                groups.append((champion, np.flatnonzero(~arms)))
+        else:
+            groups.append((champion, np.arange(len(homes))))
+        preds: list[Prediction | None] = [None] * len(homes)
+        for model, idx in groups:
+            whole = len(idx) == len(homes)
+            sub = frame if whole else frame.iloc[idx].reset_index(drop=True)
+            prices, lowers, uppers = _columns(self._run(endpoint, model, sub))
+            level = model.inner.interval_level
+            # Built without re-validation: the values come straight from the model (100k rows in a batch).
+            for i, p, lo, hi in zip(idx.tolist(), prices, lowers, uppers, strict=True):
+                preds[i] = Prediction.model_construct(
+                    price=float(p),
+                    price_lower=float(lo),
+                    price_upper=float(hi),
+                    interval_level=level,
+                    model_version=model.version,
+                    model_role=model.role,
+                    request_id=f"{request_id}-{i}",
+                )
+            PREDICTIONS.labels(endpoint=endpoint, model_version=model.version, role=model.role).inc(len(idx))
+            for p in prices[:10_000]:  # a sample is enough for the distribution
+                PRICES.observe(float(p))
+            sub_homes = homes if whole else [homes[i] for i in idx.tolist()]
+            ids = None if whole else idx.tolist()
+            # The log rows are built on the log's writer thread, not here: the request only queues the job.
+            self.log.submit(
+                len(sub_homes),
+                functools.partial(_log_rows, request_id, model, sub_homes, prices, lowers, uppers, ids),
             )
-            for i, (p, lo, hi) in enumerate(zip(prices, lowers, uppers, strict=True))
-        ]
-        PREDICTIONS.labels(endpoint=endpoint, model_version=model.version).inc(len(preds))
-        for p in prices[:10_000]:  # a sample is enough for the distribution
-            PRICES.observe(float(p))
-        # The log rows are built on the log's writer thread, not here: the request only queues the job.
-        self.log.submit(
-            len(homes), functools.partial(_log_rows, request_id, model, homes, prices, lowers, uppers)
-        )
-        return model, preds
+        if serving.mode == "shadow" and serving.candidate is not None:
+            self.shadow.submit(ShadowJob(request_id, homes, frame, serving.candidate))
+        return champion, preds  # type: ignore[return-value]
+
+    @staticmethod
+    def _client_key(ctx: bentoml.Context) -> str | None:
+        try:
+            return ctx.request.headers.get(CLIENT_KEY_HEADER) or None
+        except Exception:  # no HTTP request (called in-process)
+            return None
 
     @bentoml.api
-    def predict(self, home: Home) -> Prediction:
-        """Price one home: the price, its interval and the model version that made it."""
-        return self._price("predict", [home])[1][0]
+    def predict(self, home: Home, ctx: bentoml.Context) -> Prediction:
+        """Price one home: the price, its interval, and the model version and role that made it."""
+        return self._price("predict", [home], self._client_key(ctx))[1][0]
 
     @bentoml.api
     def predict_batch(
-        self, homes: Annotated[list[Home], Field(min_length=1, max_length=MAX_BATCH_ROWS)]
+        self,
+        homes: Annotated[list[Home], Field(min_length=1, max_length=MAX_BATCH_ROWS)],
+        ctx: bentoml.Context,
     ) -> BatchPrediction:
-        """Price up to 100,000 homes in one request, in one vectorized model call."""
-        model, preds = self._price("predict_batch", homes)
+        """Price up to 100,000 homes in one request, in one vectorized model call per serving model."""
+        model, preds = self._price("predict_batch", homes, self._client_key(ctx))
         return BatchPrediction(predictions=preds, rows=len(preds), model_version=model.version)
 
     @bentoml.api
@@ -238,7 +329,7 @@ class HomePrice:
 
     @bentoml.api
     def explain(self, home: Home) -> Explanation:
-        """One prediction's SHAP contributions (log-price units), largest first."""
+        """One prediction's SHAP contributions (log-price units) by the champion, largest first."""
         model = self._model("explain")
         try:
             return predictor.explain(model, predictor.to_frame([home]))
@@ -247,12 +338,16 @@ class HomePrice:
             raise BadInput(str(exc)) from exc
 
     @bentoml.api
-    def model_info(self) -> dict[str, str]:
-        """The model version serving each role, and where it came from."""
+    def model_info(self) -> dict[str, Any]:
+        """Versions serving each role, the rollout state (mode, weight, since) and the last action."""
+        serving = self.serving
         return {
             "mode": self.mode,
-            **{f"{role}_version": v for role, v in self.holder.roles().items()},
+            **{f"{role}_version": v for role, v in serving.roles().items()},
+            **serving.info(),
             "model_name": MODEL_NAME,
+            "shadow_pending": self.shadow.pending,
+            "log_pending": self.log.pending,
         }
 
 

@@ -1,20 +1,25 @@
-"""The models a service holds, by role, and the follower that swaps in a newly promoted champion.
+"""The models a service holds, by role, and the followers that swap them as the registry changes.
 
-Roles (``champion`` now; ``challenger`` and ``shadow`` for the A/B and shadow rollouts to come) each hold
-one ``LoadedModel``. A swap replaces the reference in one assignment: a request that already took the old
-model finishes with it, the next one gets the new one, and none is dropped.
+``RolloutFollower`` (what the service runs) follows the whole rollout state: ``champion``, ``candidate``
+(serving as ``shadow`` or as the A/B arm ``candidate``) and ``previous`` (loaded ahead, so a rollback swaps
+at once), plus the mode and weight tags. It publishes one immutable ``Serving`` snapshot: a request reads it
+once and uses it throughout, so a flip of mode or weight, a promotion or a rollback never changes the models
+under a request in flight, and none is dropped. ``AliasFollower`` follows one alias into one role.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import mlflow.pyfunc
+from mlflow import MlflowClient
 
+from homeprice_assets.rollout.state import RolloutState, read_state
 from homeprice_assets.training.model import HomePriceModel
 from homeprice_assets.training.tracking import alias_version
 
@@ -119,3 +124,136 @@ class AliasFollower:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What serves right now: one snapshot, swapped whole."""
+
+    champion: LoadedModel | None = None
+    candidate: LoadedModel | None = None  # role "shadow" or "candidate" (the A/B arm); None: no rollout
+    previous: LoadedModel | None = None
+    mode: str | None = None  # shadow | ab | None
+    weight: float = 0.0
+    state: RolloutState = field(default_factory=RolloutState)
+
+    def roles(self) -> dict[str, str]:
+        return {m.role: m.version for m in (self.champion, self.candidate, self.previous) if m is not None}
+
+    def info(self) -> dict[str, object]:
+        """The rollout state as served (for ``/model_info``)."""
+        return {
+            "champion_version": self.champion.version if self.champion else None,
+            "candidate_version": self.candidate.version if self.candidate else None,
+            "previous_version": self.previous.version if self.previous else None,
+            "rollout_mode": self.mode or "off",
+            "rollout_weight": self.weight if self.mode == "ab" else (1.0 if self.mode == "shadow" else 0.0),
+            "rollout_started_at": self.state.started_at,
+            "last_action": self.state.last_action,
+        }
+
+
+class RolloutFollower:
+    """Polls the registry (one call: aliases and tags) and publishes a new ``Serving`` when it changed.
+
+    Models are cached by version, so a promotion (candidate -> champion) or a rollback (previous ->
+    champion) swaps without loading anything. A version that fails to load is counted and retried on the
+    next poll; what was serving keeps serving.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        client: MlflowClient | None = None,
+        interval_s: float = 5.0,
+        on_change: Callable[[Serving, Serving], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        loader: Callable[[str, str], tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]] | None = None,
+    ) -> None:
+        self.name, self.interval_s = name, interval_s
+        self.client = client or MlflowClient()
+        self.on_change, self.on_error = on_change, on_error
+        self._load = loader or _load_version
+        self._cache: dict[str, tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]] = {}
+        self.serving = Serving()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+        self.errors = 0
+
+    def _model(self, version: str | None, role: str, alias: str) -> LoadedModel | None:
+        if version is None:
+            return None
+        if version not in self._cache:
+            self._cache[version] = self._load(self.name, version)
+        pyfunc, inner = self._cache[version]
+        return LoadedModel(version, role, f"models:/{self.name}@{alias}", pyfunc, inner)
+
+    def _error(self, exc: Exception, what: str) -> None:
+        self.errors += 1
+        log.warning("could not %s for %s: %s", what, self.name, exc)
+        if self.on_error:
+            self.on_error(exc)
+
+    def poll(self) -> bool:
+        """Check once; True when a new snapshot was published."""
+        with self._poll_lock:
+            try:
+                state = read_state(self.client, self.name)
+            except Exception as exc:  # the registry being away must not take serving down
+                self._error(exc, "read the registry")
+                return False
+            if state == self.serving.state:
+                return False
+            old = self.serving
+            try:
+                champion = self._model(state.champion, "champion", "champion") or old.champion
+            except Exception as exc:
+                self._error(exc, f"load champion v{state.champion}")
+                return False  # keep serving the old one; retried next poll
+            candidate = previous = None
+            complete = True
+            if state.active:
+                role = "shadow" if state.mode == "shadow" else "candidate"
+                try:
+                    candidate = self._model(state.candidate, role, "candidate")
+                except Exception as exc:
+                    complete = False
+                    self._error(exc, f"load candidate v{state.candidate}")
+            try:
+                previous = self._model(state.previous, "previous", "previous")
+            except Exception as exc:
+                complete = False
+                self._error(exc, f"load previous v{state.previous}")
+            new = Serving(
+                champion=champion,
+                candidate=candidate,
+                previous=previous,
+                mode=state.mode if candidate is not None else None,
+                weight=state.weight,
+                # an incomplete load is published but not remembered as done: the next poll retries it
+                state=state if complete else dataclasses.replace(state, last_action={"retry": True}),
+            )
+            self.serving = new
+            keep = {m.version for m in (champion, candidate, previous) if m is not None}
+            self._cache = {v: m for v, m in self._cache.items() if v in keep}
+        log.info("%s: now serving %s (was %s), mode %s", self.name, new.roles(), old.roles(), new.mode)
+        if self.on_change:
+            self.on_change(new, old)
+        return True
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.interval_s):
+                self.poll()
+
+        self._thread = threading.Thread(target=loop, name=f"follow-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _load_version(name: str, version: str) -> tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]:
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return pyfunc, pyfunc.unwrap_python_model()

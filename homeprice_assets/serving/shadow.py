@@ -1,0 +1,126 @@
+"""Shadow pricing off the request path: the candidate prices what the champion answered, later, in bulk.
+
+A request only queues its frame (O(1)); one worker thread drains everything queued, prices it in one
+vectorized call per candidate version and hands the rows to the prediction log. Batching is what keeps the
+shadow's cost small next to the request path (one model call per drain, not one per request). Close drains
+the queue before the log closes, so a shutdown or a flip of mode loses no shadow row.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from homeprice_assets.serving.holder import LoadedModel
+
+log = logging.getLogger("homeprice.serving")
+
+
+@dataclass(frozen=True)
+class ShadowJob:
+    request_id: str
+    homes: list[Any]
+    frame: pd.DataFrame
+    model: LoadedModel
+
+
+Predict = Callable[[LoadedModel, pd.DataFrame], pd.DataFrame]
+Done = Callable[[ShadowJob, pd.DataFrame], None]
+
+
+class ShadowPricer:
+    """One worker thread; ``submit`` never blocks; failures are counted, never raised to a caller."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        done: Done,
+        max_pending_rows: int = 200_000,
+        on_failure: Callable[[int], None] | None = None,
+    ) -> None:
+        self.predict, self.done = predict, done
+        self.max_pending_rows, self.on_failure = max_pending_rows, on_failure
+        self._queue: queue.SimpleQueue[ShadowJob | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.priced = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ShadowJob) -> None:
+        n = len(job.homes)
+        with self._lock:
+            full = self._pending + n > self.max_pending_rows
+            if not full:
+                self._pending += n
+        if full:
+            self._fail(n, "queue full")
+            return
+        self._queue.put(job)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _fail(self, n: int, why: str) -> None:
+        self.failed += n
+        log.warning("shadow: %d row(s) not priced: %s", n, why)
+        if self.on_failure:
+            self.on_failure(n)
+
+    def _price(self, jobs: list[ShadowJob]) -> None:
+        """One model call for all jobs of one candidate version; per job only if the bulk call fails."""
+        try:
+            frame = jobs[0].frame if len(jobs) == 1 else pd.concat([j.frame for j in jobs], ignore_index=True)
+            out = self.predict(jobs[0].model, frame)
+            start = 0
+            for job in jobs:
+                n = len(job.frame)
+                self.done(job, out.iloc[start : start + n].reset_index(drop=True))
+                start += n
+                self.priced += n
+            return
+        except Exception as exc:
+            if len(jobs) == 1:
+                self._fail(len(jobs[0].frame), repr(exc))
+                return
+        for job in jobs:  # one bad job (e.g. a location the candidate never saw) spoils only itself
+            self._price([job])
+
+    def _drain(self, first: ShadowJob) -> bool:
+        jobs, stop = [first], False
+        while len(jobs) < 10_000:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+        by_version: dict[str, list[ShadowJob]] = {}
+        for job in jobs:
+            by_version.setdefault(job.model.version, []).append(job)
+        for group in by_version.values():
+            self._price(group)
+        with self._lock:
+            self._pending -= sum(len(j.homes) for j in jobs)
+        return stop
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None or self._drain(job):
+                break
+
+    def close(self, timeout: float = 30) -> None:
+        """Price everything queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=timeout)
