@@ -1,4 +1,4 @@
-"""Rollout state and actions on a real MLflow registry (SQLite): aliases, tags, refusals, promotion decision."""
+"""Rollout state and actions on a real MLflow registry (SQLite): aliases, tags, refusals, decisions."""
 
 import json
 from pathlib import Path
@@ -46,7 +46,8 @@ def test_first_model_is_promoted_directly_then_shadow_makes_a_candidate(reg: Reg
     st.apply_promotion(reg, third, "gates passed")
     state = st.current_state(reg)
     assert (state.candidate, state.mode, state.weight) == ("3", "ab", 0.3)
-    assert state.last_action["kind"] == "replace" and state.last_action["figures"]["replaced_candidate"] == "2"
+    assert state.last_action["kind"] == "replace"
+    assert state.last_action["figures"]["replaced_candidate"] == "2"
 
     direct = st.decide_promotion(reg, "2", RolloutSettings(mode="direct"))
     assert direct.action == "promote"
