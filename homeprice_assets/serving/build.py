@@ -11,23 +11,25 @@ import bentoml
 import yaml
 
 from homeprice_assets.config import REPO_ROOT
+from homeprice_assets.resources.registry import Registry
 
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
 
 
-def import_version(name: str, version: str) -> bentoml.Model:
+def import_version(registry: Registry, version: str) -> bentoml.Model:
     """The registered MLflow version as BentoML model ``<name>:v<version>`` (imported once)."""
     import bentoml.mlflow
 
+    name = registry.model_name
     tag = f"{name}:v{version}"
     try:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound:
         return bentoml.mlflow.import_model(
             tag,
-            model_uri=f"models:/{name}/{version}",
+            model_uri=str(registry.download(version)),
             labels={"model_version": str(version), "registered_model": name},
-            metadata={"source": f"models:/{name}/{version}"},
+            metadata={"source": registry.model_uri(version), "tracking_uri": registry.tracking_uri},
         )
 
 

@@ -1,43 +1,37 @@
 """The model lifecycle: split -> train (challenger) -> validate vs champion -> promote -> explain -> document.
 
-MLflow's registry is the store of record for models: ``price_model`` registers a version under the alias
-``challenger``; ``promoted_model`` moves ``champion`` (and ``previous``, for rollback) only after the
-blocking promotion gates on ``validation_report`` passed. Reports are files under the project home, logged
-to the challenger's MLflow run too.
+MLflow's registry is the store of record for models. ``price_model`` registers a new version and hands that
+version on by number (its asset value is a one-row ``ModelRef``): every later step works on exactly the model
+this run trained, never on whatever an alias points to by the time it runs. ``promoted_model`` moves
+``champion`` (and ``previous``, for rollback) only after the blocking promotion gates on ``validation_report``
+passed. Lifecycle runs never interleave: they share a run-queue tag limited to one run at a time.
 """
 
 import json
+import tempfile
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
-from homeprice_assets.ingest.status import blocking_check_keys, month_status
-from homeprice_assets.resources.mlflow import MlflowTracking
+from homeprice_assets.monitoring.status import blocking_check_keys, month_status
+from homeprice_assets.resources.config import ProjectConfigResource
+from homeprice_assets.resources.registry import CHALLENGER, CHAMPION, ModelRegistry, Registry
 from homeprice_assets.training import promotion, reports
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model
 from homeprice_assets.training.promotion import decision, evaluate_gates
-from homeprice_assets.training.settings import promotion_settings, training_settings
 from homeprice_assets.training.splits import time_split
 from homeprice_assets.training.tracking import (
-    CHALLENGER,
-    CHAMPION,
     FeatureMismatchError,
-    alias_version,
     check_feature_mismatch,
     input_example,
-    load_price_model,
-    log_price_model,
-    model_uri,
-    promote,
-    set_alias,
+    save_price_model,
 )
 
 # One blocking check per promotion gate, named and described where the gate is defined (promotion.py).
@@ -52,13 +46,28 @@ def reports_dir(version: str) -> Path:
     return homeprice_home() / "reports" / f"v{version}"
 
 
-def _require_challenger(name: str) -> tuple[str, str]:
-    version = alias_version(CHALLENGER, name)
-    if version is None:
-        raise dg.Failure(
-            f"no '{CHALLENGER}' alias on registered model '{name}': materialize price_model first"
-        )
-    return str(version.version), str(version.run_id)
+@dataclass(frozen=True)
+class ModelRef:
+    """What ``price_model`` hands on: the registered version this run trained, and its MLflow run."""
+
+    version: str
+    run_id: str
+    trained_through: str
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(self)])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "ModelRef":
+        if len(frame) != 1:
+            raise dg.Failure(f"price_model: expected one model reference, got {len(frame)} rows")
+        row = frame.iloc[0]
+        return cls(str(row["version"]), str(row["run_id"]), str(row["trained_through"]))
+
+
+# Lifecycle runs queue behind each other (dagster.yaml: tag concurrency limit 1 on this tag), so two runs
+# never interleave their train / validate / promote steps. Sensors and schedules set it on their requests.
+LIFECYCLE_TAG = "homeprice/lifecycle"
 
 
 @dg.multi_asset(
@@ -78,10 +87,10 @@ def _require_challenger(name: str) -> tuple[str, str]:
     ],
 )
 def model_datasets(
-    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame]
+    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame], config: ProjectConfigResource
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Time split over the configured window of landed months: validation is the newest months."""
-    settings = training_settings()
+    settings = config.get().training
     checks = blocking_check_keys(None)
     blocked = {
         m: status.failed
@@ -121,15 +130,18 @@ def model_datasets(
 
 @dg.asset(group_name="training", kinds={"lightgbm", "mlflow"})
 def price_model(
-    context: dg.AssetExecutionContext, training_set: pd.DataFrame, mlflow_tracking: MlflowTracking
-) -> dg.MaterializeResult:
-    """Fit the challenger, log it to MLflow as a pyfunc and register it under the alias ``challenger``."""
-    settings = training_settings()
-    name = mlflow_tracking.registered_model_name
+    context: dg.AssetExecutionContext,
+    training_set: pd.DataFrame,
+    registry: ModelRegistry,
+    config: ProjectConfigResource,
+) -> dg.Output[pd.DataFrame]:
+    """Fit the challenger, log it to MLflow as a pyfunc, register a version and hand that version on."""
+    settings = config.get().training
+    reg = registry.get()
     months = training_set["sale_month"]
     tags = {"dagster_run_id": context.run_id, "homeprice.stage": "train"}
-    with mlflow_tracking.run(run_name=f"train-through-{months.max()}", tags=tags) as run:
-        mlflow.log_params(
+    with reg.run(run_name=f"train-through-{months.max()}", tags=tags) as run:
+        run.log_params(
             {
                 "train_start": months.min(),
                 "train_end": months.max(),
@@ -140,7 +152,6 @@ def price_model(
                 **{f"param_{k}": v for k, v in {**DEFAULT_PARAMS, **settings.params}.items()},
             }
         )
-        mlflow.log_dict({"features": list(FEATURES), "input_fields": list(INPUT_FIELDS)}, "features.json")
         context.log.info(f"fitting on {len(training_set)} sales {months.min()}..{months.max()}")
         model = fit_price_model(
             training_set,
@@ -149,71 +160,80 @@ def price_model(
             calibration_months=settings.calibration_months,
             early_stopping_months=settings.early_stopping_months,
         )
-        mlflow.log_metrics(
+        run.log_dict(
+            {
+                "features": list(model.feature_names),
+                "input_fields": list(getattr(model, "input_fields", INPUT_FIELDS)),
+            },
+            "features.json",
+        )
+        run.log_metrics(
             {
                 k: float(v)
                 for k, v in model.facts.items()
                 if isinstance(v, int | float | np.floating) and not isinstance(v, bool)
             }
         )
-        for part, span in model.facts.get("ranges", {}).items():  # fit / early-stopping / calibration months
-            if span:
-                mlflow.log_param(f"{part}_range", "..".join(span))
-        info = log_price_model(model, input_example(training_set), registered_model_name=name)
-        version = str(info.registered_model_version)
-        set_alias(CHALLENGER, version, name)
-        MlflowClient().set_model_version_tag(name, version, "dagster_run_id", context.run_id)
-    context.log.info(f"registered {name} v{version} as '{CHALLENGER}' (MLflow run {run.info.run_id})")
-    link = mlflow_tracking.run_link(run.info.run_id)
-    return dg.MaterializeResult(
+        ranges = model.facts.get("ranges", {})
+        run.log_params({f"{part}_range": "..".join(span) for part, span in ranges.items() if span})
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = save_price_model(model, Path(tmp) / "model", input_example(training_set))
+            registered = reg.register(run, model_dir, tags={"dagster_run_id": context.run_id})
+    ref = ModelRef(str(registered.version), run.run_id, model.trained_through)
+    # Informational only: the lifecycle hands the version on by number, never by re-reading this alias.
+    reg.set_alias(CHALLENGER, ref.version)
+    context.log.info(f"registered {reg.model_name} v{ref.version} (MLflow run {ref.run_id})")
+    link = reg.run_link(ref.run_id)
+    return dg.Output(
+        ref.to_frame(),
         metadata={
-            "model_version": version,
-            "model_uri": model_uri(CHALLENGER, name),
-            "mlflow_run_id": run.info.run_id,
-            "trained_through": model.trained_through,
+            "model_version": ref.version,
+            "model_uri": reg.model_uri(ref.version),
+            "mlflow_run_id": ref.run_id,
+            "trained_through": ref.trained_through,
             "train_rows": len(training_set),
             **({"mlflow_run": dg.MetadataValue.url(link)} if link else {}),
-        }
+        },
     )
 
 
-def _score(uri: str, inputs: pd.DataFrame) -> pd.DataFrame:
-    pyfunc, _ = load_price_model(uri)
-    return pyfunc.predict(inputs)
-
-
-@dg.asset(group_name="training", deps=[price_model], check_specs=GATE_CHECKS, kinds={"mlflow", "html"})
+@dg.asset(group_name="training", check_specs=GATE_CHECKS, kinds={"mlflow", "html"})
 def validation_report(
     context: dg.AssetExecutionContext,
+    price_model: pd.DataFrame,
     training_set: pd.DataFrame,
     validation_set: pd.DataFrame,
-    mlflow_tracking: MlflowTracking,
+    registry: ModelRegistry,
+    config: ProjectConfigResource,
 ) -> dg.MaterializeResult:
-    """Score challenger, champion and a hedonic baseline on the same validation window; gate promotion.
+    """Score this run's challenger, the champion and a hedonic baseline on the same window; gate promotion.
 
-    The challenger is loaded through ``mlflow.pyfunc`` exactly as serving loads it, so a model that cannot
-    take the validation inputs (missing, extra or retyped columns) fails here, not in production.
+    The challenger is loaded from the registry exactly as serving loads it, so a model that cannot take the
+    validation inputs (missing, extra or retyped columns) fails here, not in production.
     """
-    mlflow_tracking.activate()
-    name = mlflow_tracking.registered_model_name
-    version, run_id = _require_challenger(name)
+    reg = registry.get()
+    ref = ModelRef.from_frame(price_model)
+    version = ref.version
     inputs = validation_set[[c for c in INPUT_FIELDS if c in validation_set]].reset_index(drop=True)
-    pyfunc, _ = load_price_model(model_uri(CHALLENGER, name))
+    pyfunc, _ = reg.load(version)
     try:
         check_feature_mismatch(inputs, pyfunc)
     except FeatureMismatchError as exc:
         raise dg.Failure(f"challenger v{version} cannot score the validation set: {exc}") from exc
     predictions = {"challenger": pyfunc.predict(inputs)}
-    champion = alias_version(CHAMPION, name)
+    champion = reg.version_number(CHAMPION)
+    if champion == version:  # re-validating the champion itself: there is nothing to compare with
+        champion = None
     if champion is not None:
         try:
-            predictions["champion"] = _score(model_uri(CHAMPION, name), inputs)
+            champion_pyfunc, _ = reg.load(champion)
+            predictions["champion"] = champion_pyfunc.predict(inputs)
         except Exception as exc:  # an incompatible old champion must not block the pipeline forever
-            context.log.warning(f"champion v{champion.version} could not score the validation set: {exc}")
+            context.log.warning(f"champion v{champion} could not score the validation set: {exc}")
     predictions["baseline"] = fit_baseline(training_set).predict(inputs)
     facts = {
         "challenger_version": version,
-        "champion_version": champion.version if champion else None,
+        "champion_version": champion,
         "train_months": f"{training_set['sale_month'].min()}..{training_set['sale_month'].max()}",
     }
     report = reports.validation_report(
@@ -222,21 +242,24 @@ def validation_report(
     summary = report.summary
     metrics = summary["metrics"]
     gates = evaluate_gates(
-        metrics["challenger"], metrics.get("champion"), summary["churn"], promotion_settings()
+        metrics["challenger"], metrics.get("champion"), summary["churn"], config.get().promotion
     )
     promote_ok, reason = decision(gates)
 
-    client = MlflowClient()
-    client.log_artifacts(run_id, str(report.html_path.parent), artifact_path="validation")
+    reg.client.log_artifacts(ref.run_id, str(report.html_path.parent), artifact_path="validation")
     for metric, value in metrics["challenger"].items():
-        client.log_metric(run_id, f"val_{metric}", float(value))
-    client.set_model_version_tag(name, version, "validation_decision", "pass" if promote_ok else "blocked")
-    client.set_model_version_tag(name, version, "validation_reason", reason[:5000])
-    context.log.info(f"challenger v{version}: {reason}")
+        reg.client.log_metric(ref.run_id, f"val_{metric}", float(value))
+    reg.tag_version(
+        version,
+        validation_decision="pass" if promote_ok else "blocked",
+        validation_reason=reason,
+        validated_against=champion or "none",
+    )
+    context.log.info(f"challenger v{version} against champion v{champion or 'none'}: {reason}")
     return dg.MaterializeResult(
         metadata={
             "challenger_version": version,
-            "champion_version": facts["champion_version"] or "none",
+            "champion_version": champion or "none",
             "decision": "promote" if promote_ok else "blocked",
             "reason": reason,
             **{
@@ -263,63 +286,70 @@ def validation_report(
 
 @dg.asset(group_name="training", deps=[validation_report], kinds={"mlflow"})
 def promoted_model(
-    context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext, price_model: pd.DataFrame, registry: ModelRegistry
 ) -> dg.MaterializeResult:
-    """Move ``champion`` to the validated challenger; the old champion keeps ``previous`` for rollback.
+    """Move ``champion`` to this run's validated version; the old champion keeps ``previous`` for rollback.
 
     Runs only after the blocking gates passed in the same run; materialized alone, it still refuses a
-    challenger whose validation did not pass. Idempotent: promoting the champion again changes nothing.
+    version whose validation did not pass. Idempotent: promoting the champion again changes nothing.
     """
-    mlflow_tracking.activate()
-    name = mlflow_tracking.registered_model_name
-    version, run_id = _require_challenger(name)
-    client = MlflowClient()
-    tags = client.get_model_version(name, version).tags
+    reg = registry.get()
+    ref = ModelRef.from_frame(price_model)
+    tags = reg.get_version(ref.version).tags
     if tags.get("validation_decision") != "pass":
         raise dg.Failure(
-            f"challenger v{version} has not passed validation: "
+            f"v{ref.version} has not passed validation: "
             f"{tags.get('validation_reason', 'no validation_report for it yet')}"
         )
-    result = promote(version, name)
+    result = reg.promote(ref.version, reason=tags.get("validation_reason", ""))
     if result.changed:
-        client.set_model_version_tag(name, version, "promotion", f"champion (previous: {result.previous})")
-        client.set_tag(run_id, "homeprice.promoted", "true")
-        context.log.info(f"promoted v{version} to '{CHAMPION}'; previous champion: {result.previous}")
+        reg.tag_version(ref.version, promotion=f"champion (previous: {result.previous})")
+        reg.client.set_tag(ref.run_id, "homeprice.promoted", "true")
+        context.log.info(f"promoted v{ref.version} to '{CHAMPION}'; previous champion: {result.previous}")
     else:
-        context.log.info(f"v{version} is already '{CHAMPION}': nothing to do")
+        context.log.info(f"v{ref.version} is already '{CHAMPION}': nothing to do")
     return dg.MaterializeResult(
         metadata={
+            "model_version": ref.version,
             "champion_version": result.champion,
             "previous_version": result.previous or "none",
             "changed": result.changed,
             "reason": tags.get("validation_reason", ""),
-            "model_uri": model_uri(CHAMPION, name),
+            "model_uri": reg.model_uri(result.champion),
         }
     )
 
 
-@dg.asset(group_name="training", deps=[price_model], kinds={"shap", "html"})
+@dg.asset(group_name="training", kinds={"shap", "html"})
 def model_explanations(
-    context: dg.AssetExecutionContext, validation_set: pd.DataFrame, mlflow_tracking: MlflowTracking
+    context: dg.AssetExecutionContext,
+    price_model: pd.DataFrame,
+    validation_set: pd.DataFrame,
+    registry: ModelRegistry,
+    config: ProjectConfigResource,
 ) -> dg.MaterializeResult:
-    """SHAP (TreeExplainer) importances of the challenger on validation sales; permutation if SHAP fails."""
-    mlflow_tracking.activate()
-    version, run_id = _require_challenger(mlflow_tracking.registered_model_name)
-    _, model = load_price_model(model_uri(CHALLENGER, mlflow_tracking.registered_model_name))
+    """SHAP (TreeExplainer) importances of this run's model on validation sales; permutation if SHAP fails."""
+    reg = registry.get()
+    ref = ModelRef.from_frame(price_model)
+    _, model = reg.load(ref.version)
+    fields = [c for c in getattr(model, "input_fields", INPUT_FIELDS) if c in validation_set]
+    sample = config.get().training.explain_sample
     report = reports.explanation_report(
         model,
-        validation_set[list(INPUT_FIELDS)].reset_index(drop=True),
-        reports_dir(version) / "explanations",
+        validation_set[fields].reset_index(drop=True),
+        reports_dir(ref.version) / "explanations",
         y=validation_set["sale_price"].to_numpy(),
-        max_rows=training_settings().explain_sample,
+        max_rows=sample,
     )
     (report.html_path.parent / "method.txt").write_text(report.method)
-    MlflowClient().log_artifacts(run_id, str(report.html_path.parent), artifact_path="explanations")
+    reg.client.log_artifacts(ref.run_id, str(report.html_path.parent), artifact_path="explanations")
     if report.fallback_reason:
         context.log.warning(f"SHAP failed, used {report.method}: {report.fallback_reason}")
     return dg.MaterializeResult(
         metadata={
+            "model_version": ref.version,
             "method": report.method,
+            "rows_explained": min(len(validation_set), sample),
             "fallback_reason": report.fallback_reason or "none",
             "top_features": dg.MetadataValue.md(report.importances.head(10).to_markdown(index=False)),
             "explanations": dg.MetadataValue.path(str(report.html_path)),
@@ -328,46 +358,58 @@ def model_explanations(
     )
 
 
-def _version_facts(name: str, version: str | None) -> dict | None:
-    """Hyperparameters, features and training end of a registered version (for the card's diff)."""
+def _version_facts(reg: Registry, version: str | None) -> dict | None:
+    """Hyperparameters, features and training end of a registered version, as that version logged them."""
     if version is None:
         return None
-    client = MlflowClient()
-    run = client.get_run(client.get_model_version(name, version).run_id)
+    run = reg.client.get_run(reg.get_version(version).run_id)
     params = run.data.params
+    logged = reg.features_of(version)
     return {
         "version": version,
         "trained_through": params.get("train_end"),
         "hyperparameters": {k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-        "features": list(FEATURES),
+        "features": list(logged.get("features") or []),
     }
 
 
 @dg.asset(group_name="training", deps=[promoted_model, model_explanations], kinds={"html"})
-def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking) -> dg.MaterializeResult:
-    """The champion's model card (HTML), written as a diff against the champion it replaced."""
-    mlflow_tracking.activate()
-    name = mlflow_tracking.registered_model_name
-    champion = alias_version(CHAMPION, name)
-    if champion is None:
-        raise dg.Failure("no champion to document: promoted_model has not promoted a model yet")
-    version = str(champion.version)
-    run = MlflowClient().get_run(champion.run_id)
+def model_card(
+    context: dg.AssetExecutionContext, price_model: pd.DataFrame, registry: ModelRegistry
+) -> dg.MaterializeResult:
+    """This run's model card (HTML): what it is, how it did, and a diff against the champion it met."""
+    reg = registry.get()
+    ref = ModelRef.from_frame(price_model)
+    version = ref.version
+    registered = reg.get_version(version)
+    run = reg.client.get_run(ref.run_id)
     out = reports_dir(version)
-    summary = json.loads((out / "validation" / "validation_summary.json").read_text())
+    summary_path = out / "validation" / "validation_summary.json"
+    if not summary_path.is_file():
+        raise dg.Failure(
+            f"no validation report for v{version} at {summary_path}: run validation_report first"
+        )
+    summary = json.loads(summary_path.read_text())
     importances = pd.read_csv(out / "explanations" / "feature_importance.csv")
     method_file = out / "explanations" / "method.txt"
-    this = _version_facts(name, version) or {}
-    previous_version = summary["facts"].get("champion_version")
+    this = _version_facts(reg, version) or {}
+    compared_with = summary["facts"].get("champion_version")
+    champion_now = reg.version_number(CHAMPION)
+    if champion_now == version:
+        decision_text = "promoted to champion"
+    elif registered.tags.get("validation_decision") == "blocked":
+        decision_text = "blocked: not promoted"
+    else:
+        decision_text = f"not champion (champion is v{champion_now or 'none'})"
     metrics = summary["metrics"]
     challenger_metrics = metrics["challenger"]
     facts = {
-        "model_name": name,
+        "model_name": reg.model_name,
         "version": version,
-        "run_id": champion.run_id,
+        "run_id": ref.run_id,
         "trained_through": this.get("trained_through"),
-        "decision": "promoted to champion",
-        "decision_reason": champion.tags.get("validation_reason"),
+        "decision": decision_text,
+        "decision_reason": registered.tags.get("validation_reason"),
         "data_window": {
             "training": summary["facts"].get("train_months"),
             "validation": "..".join(summary["months"]),
@@ -385,8 +427,8 @@ def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackin
             "calibration_range": run.data.params.get("calibration_range"),
         },
         "hyperparameters": this.get("hyperparameters", {}),
-        "features": list(FEATURES),
-        "champion": _version_facts(name, previous_version) if previous_version != version else None,
+        "features": this.get("features") or list(FEATURES),
+        "champion": _version_facts(reg, compared_with) if compared_with not in (None, version) else None,
         "images": {
             "Predicted vs actual": out / "validation" / "predicted_vs_actual.png",
             "Error by month": out / "validation" / "error_by_month.png",
@@ -396,11 +438,12 @@ def model_card(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackin
         "explanation_method": method_file.read_text() if method_file.is_file() else "SHAP",
     }
     path = reports.model_card(facts, out / "model_card.html")
-    MlflowClient().log_artifact(champion.run_id, str(path), artifact_path="model_card")
+    reg.client.log_artifact(ref.run_id, str(path), artifact_path="model_card")
     context.log.info(f"model card for v{version}: {path}")
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
+            "decision": decision_text,
             "model_card": dg.MetadataValue.path(str(path)),
             "model_card_url": dg.MetadataValue.url(path.as_uri()),
             "mdape": float(challenger_metrics["mdape"]),

@@ -8,19 +8,18 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from homeprice_assets.features.assets import sale_features
 from homeprice_assets.ingest.assets import clean_sales, raw_sales
 from homeprice_assets.partitions import register_months
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone
-from homeprice_assets.resources.mlflow import MlflowTracking
+from homeprice_assets.resources.registry import CHALLENGER, CHAMPION, PREVIOUS, ModelRegistry
 from homeprice_assets.resources.storage import ParquetStorage
 from homeprice_assets.serving.assets import bento
 from homeprice_assets.training import assets as lifecycle
 from homeprice_assets.training.baseline import MedianPriceBaseline
 from homeprice_assets.training.metrics import mdape
-from homeprice_assets.training.tracking import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +32,12 @@ class Env:
         self.root = root
         self.instance = dg.DagsterInstance.ephemeral()
         self.storage_dir = root / "storage"
-        self.tracking = MlflowTracking(
+        self.registry = ModelRegistry(
             tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
             artifact_location=(root / "mlartifacts").as_uri(),
-            registered_model_name=MODEL,
+            model_name=MODEL,
         )
+        self.reg = self.registry.get()
         # sale_features as the ingest job stores it, for 2013-01..2015-12 (36 real months)
         window = features[(features["sale_month"] >= "2013-01") & (features["sale_month"] <= "2015-12")]
         for month, part in window.groupby("sale_month"):
@@ -46,21 +46,25 @@ class Env:
             part.reset_index(drop=True).to_parquet(path, index=False)
         register_months(self.instance, sorted(window["sale_month"].unique()))
 
-    def run(self, selection: list[str]) -> dg.ExecuteInProcessResult:
+    def run(self, selection: list[str], **overrides: dict) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
             selection=selection,
             instance=self.instance,
-            resources=self.resources(),
+            resources=self.resources(overrides),
             raise_on_error=False,
         )
 
-    def resources(self) -> dict:
+    def resources(self, overrides: dict | None = None) -> dict:
         return {
             "io_manager": ParquetStorage(base_dir=str(self.storage_dir)),
-            "mlflow_tracking": self.tracking,
+            "registry": self.registry,
+            "config": ProjectConfigResource(overrides=overrides or {}),
             "landing": LocalLandingZone(root=str(self.root / "landing")),
         }
+
+    def alias(self, alias: str) -> str | None:
+        return self.reg.version_number(alias)
 
     def checks(self, result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
         return {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -99,11 +103,10 @@ def _meta(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 
 def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.ExecuteInProcessResult) -> None:
-    client = MlflowClient()
-    champion, challenger = alias_version(CHAMPION, MODEL), alias_version(CHALLENGER, MODEL)
-    assert champion is not None and challenger is not None
-    assert str(champion.version) == str(challenger.version) == "1"
-    assert alias_version(PREVIOUS, MODEL) is None
+    client = env.reg.client
+    assert env.alias(CHAMPION) == env.alias(CHALLENGER) == "1"
+    assert env.alias(PREVIOUS) is None
+    champion = env.reg.get_version("1")
     assert champion.tags["validation_decision"] == "pass"
     assert "no champion yet" in champion.tags["validation_reason"]
     run = client.get_run(champion.run_id)
@@ -135,8 +138,8 @@ def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> 
     again = env.run(["promoted_model"])
     assert again.success
     assert _meta(again, "promoted_model")["changed"] is False
-    assert str(alias_version(CHAMPION, MODEL).version) == "1"
-    assert alias_version(PREVIOUS, MODEL) is None
+    assert env.alias(CHAMPION) == "1"
+    assert env.alias(PREVIOUS) is None
 
 
 def test_a_promotion_makes_the_bento_due(env: Env, first: dg.ExecuteInProcessResult) -> None:
@@ -177,9 +180,9 @@ def test_challenger_on_corrupted_labels_is_not_promoted(env: Env, first: dg.Exec
     assert not checks["absolute_accuracy"].passed and not checks["not_worse_than_champion"].passed
     assert checks["absolute_accuracy"].blocking
     # the champion did not move; the blocked challenger says why
-    assert str(alias_version(CHAMPION, MODEL).version) == "1"
-    challenger = alias_version(CHALLENGER, MODEL)
-    assert str(challenger.version) == "2"
+    assert env.alias(CHAMPION) == "1"
+    assert env.alias(CHALLENGER) == "2"
+    challenger = env.reg.get_version("2")
     assert challenger.tags["validation_decision"] == "blocked"
     assert "absolute_accuracy" in challenger.tags["validation_reason"]
     assert "promoted_model" not in {
@@ -188,7 +191,7 @@ def test_challenger_on_corrupted_labels_is_not_promoted(env: Env, first: dg.Exec
     # and materializing promotion on its own still refuses it
     alone = env.run(["promoted_model"])
     assert not alone.success
-    assert str(alias_version(CHAMPION, MODEL).version) == "1"
+    assert env.alias(CHAMPION) == "1"
 
 
 def test_validation_names_a_missing_feature(env: Env, first: dg.ExecuteInProcessResult) -> None:
@@ -217,3 +220,45 @@ def test_a_model_pickled_by_an_older_release_still_predicts(features: pd.DataFra
     del model.__dict__["comparables"]  # as if pickled before the attribute existed
     old = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(old.predict(None, split.validation)["price"].to_numpy(), expected)
+
+
+# Quick fits: these runs test the hand-off of versions, not accuracy.
+QUICK = {"num_boost_round": 300, "early_stopping_rounds": 30}
+# The second run's model must pass whatever it scores, so the relative gates are opened wide.
+LENIENT = {
+    "max_mdape_increase": 10.0,
+    "max_churn": None,
+    "max_ppe10_decrease": None,
+    "max_coverage_decrease": None,
+    "max_rmse_increase": None,
+}
+
+
+def test_back_to_back_runs_each_handle_their_own_model(env: Env, first: dg.ExecuteInProcessResult) -> None:
+    """Each run validates, promotes and documents the version it trained, and the second run is judged
+    against the champion the first one left (not one read before it ran, nor a newer challenger)."""
+    before = env.alias(CHAMPION)
+    a = env.run(LIFECYCLE, training={"params": QUICK}, promotion=LENIENT)
+    after_a = env.alias(CHAMPION)
+    b = env.run(LIFECYCLE, training={"params": {**QUICK, "time_feature": False}}, promotion=LENIENT)
+    assert a.success and b.success
+    va, vb = _meta(a, "price_model")["model_version"], _meta(b, "price_model")["model_version"]
+    assert int(vb) == int(va) + 1
+    assert after_a == va != before  # the first run promoted its own model over the earlier champion
+
+    report_a, report_b = _meta(a, "validation_report"), _meta(b, "validation_report")
+    assert (report_a["challenger_version"], report_a["champion_version"]) == (va, before)
+    assert (report_b["challenger_version"], report_b["champion_version"]) == (vb, va)
+    assert env.reg.get_version(vb).tags["validated_against"] == va
+    assert _meta(b, "promoted_model")["previous_version"] == va
+    assert (_meta(a, "model_explanations")["model_version"], _meta(b, "model_card")["model_version"]) == (
+        va,
+        vb,
+    )
+
+    # The card diffs each version's own logged features: v(b) was trained without the time feature.
+    assert "months_since_origin" in env.reg.features_of(va)["features"]
+    assert "months_since_origin" not in env.reg.features_of(vb)["features"]
+    card = Path(_meta(b, "model_card")["model_card"]).read_text()
+    assert f"v{vb}" in card
+    assert "Removed: months_since_origin" in card

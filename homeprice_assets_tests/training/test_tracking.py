@@ -9,8 +9,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
+from homeprice_assets.resources.registry import Registry
 from homeprice_assets.training import tracking as T
 from homeprice_assets.training.model import HomePriceModel
 
@@ -18,48 +18,33 @@ from .conftest import Fitted
 
 
 @pytest.fixture(scope="module")
-def registered(fitted: Fitted) -> tuple[str, str]:
-    """(registered model name, run id) of one logged and registered model, under a name no other test uses."""
-    name = f"homeprice-test-{uuid.uuid4().hex[:8]}"
-    with mlflow.start_run() as run:
-        info = T.log_price_model(fitted.model, T.input_example(fitted.split.train))
-    version = T.register_model(info.model_uri, name, tags={"trained_through": fitted.model.trained_through})
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("tracking")
+    return Registry(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        model_name=f"homeprice-test-{uuid.uuid4().hex[:8]}",
+        artifact_location=(root / "artifacts").as_uri(),
+    )
+
+
+@pytest.fixture(scope="module")
+def registered(
+    fitted: Fitted, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """(model URI, run id) of the fitted model saved as a pyfunc and registered as version 1."""
+    model_dir = T.save_price_model(
+        fitted.model, tmp_path_factory.mktemp("saved") / "model", T.input_example(fitted.split.train)
+    )
+    with registry.run(run_name="tracking-test") as run:
+        version = registry.register(run, model_dir, tags={"trained_through": fitted.model.trained_through})
     assert version.status == "READY" and str(version.version) == "1"
-    assert version.run_id == run.info.run_id
-    return name, run.info.run_id
+    assert version.run_id == run.run_id
+    return str(registry.download("1")), run.run_id
 
 
-def test_tracking_uri_is_the_session_sqlite() -> None:
-    assert mlflow.get_tracking_uri().startswith("sqlite:///")
-
-
-def test_register_and_move_aliases(fitted: Fitted, registered: tuple[str, str]) -> None:
-    name, run_id = registered
-    client = MlflowClient()
-    assert T.alias_version(T.CHAMPION, name) is None
-    assert T.alias_version(T.CHAMPION, "no-such-model") is None
-
-    first = T.promote("1", name)
-    assert (first.champion, first.previous, first.changed) == ("1", None, True)
-    v2 = T.register_model(f"runs:/{run_id}/model", name)
-    T.set_alias(T.CHALLENGER, v2.version, name)
-    assert str(T.alias_version(T.CHALLENGER, name).version) == "2"
-
-    second = T.promote(v2.version, name)
-    assert (second.champion, second.previous, second.changed) == ("2", "1", True)
-    again = T.promote(v2.version, name)
-    assert (again.champion, again.previous, again.changed) == ("2", "1", False)
-    aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
-    assert aliases == {"champion": "2", "previous": "1", "challenger": "2"}
-    T.delete_alias(T.CHALLENGER, name)
-    assert T.alias_version(T.CHALLENGER, name) is None
-    assert client.get_model_version(name, "1").tags["trained_through"] == fitted.model.trained_through
-
-
-def test_load_by_alias_gives_the_model(fitted: Fitted, registered: tuple[str, str]) -> None:
-    name, _ = registered
-    T.promote("1", name) if T.alias_version(T.CHAMPION, name) is None else None
-    pyfunc, inner = T.load_price_model(T.model_uri(T.CHAMPION, name))
+def test_registered_version_loads_as_the_model(fitted: Fitted, registry: Registry, registered: tuple) -> None:
+    uri, _ = registered
+    pyfunc, inner = registry.load("1")
     assert isinstance(inner, HomePriceModel)
     assert inner.locations == fitted.model.locations
     rows = fitted.inputs.head(25)
@@ -72,9 +57,10 @@ def test_load_by_alias_gives_the_model(fitted: Fitted, registered: tuple[str, st
     )
     assert served["price"].notna().all()
     assert inner.explain(rows.head(3)).shape[0] == 3
-    info = mlflow.models.get_model_info(T.model_uri(T.CHAMPION, name))
+    info = mlflow.models.get_model_info(uri)
     assert info.metadata["trained_through"] == fitted.model.trained_through
-    assert any(r.startswith("lightgbm==") for r in _requirements(T.model_uri(T.CHAMPION, name)))
+    assert registry.get_version("1").tags["trained_through"] == fitted.model.trained_through
+    assert any(r.startswith("lightgbm==") for r in _requirements(uri))
 
 
 def _requirements(uri: str) -> list[str]:
@@ -83,7 +69,7 @@ def _requirements(uri: str) -> list[str]:
 
 
 def test_loads_in_another_process(fitted: Fitted, registered: tuple[str, str]) -> None:
-    name, _ = registered
+    uri, _ = registered
     rows = fitted.inputs.head(3)
     code = (
         "import sys, json, mlflow, pandas as pd\n"
@@ -95,7 +81,7 @@ def test_loads_in_another_process(fitted: Fitted, registered: tuple[str, str]) -
         " 'through': inner.trained_through}))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, f"models:/{name}/1"],
+        [sys.executable, "-c", code, uri],
         input=rows.to_json(orient="split", date_format="iso"),
         capture_output=True,
         text=True,
@@ -108,8 +94,7 @@ def test_loads_in_another_process(fitted: Fitted, registered: tuple[str, str]) -
 
 
 def test_feature_mismatch_names_the_columns(fitted: Fitted, registered: tuple[str, str]) -> None:
-    name, _ = registered
-    uri = f"models:/{name}/1"
+    uri, _ = registered
     good = fitted.inputs
     T.check_feature_mismatch(good, uri)  # the training table's inputs match
     with pytest.raises(T.FeatureMismatchError, match=r"missing column.*'bldg_grade'") as err:
