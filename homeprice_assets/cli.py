@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_next_steps(started: float, trained: bool) -> None:
-    from homeprice_assets.training.tracking import CHAMPION, alias_version
+    from homeprice_assets.resources.registry import CHAMPION, Registry
 
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Where to look next:")
     print(f"  project home     {homeprice_home()}")
@@ -156,13 +156,12 @@ def _print_next_steps(started: float, trained: bool) -> None:
         f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {mlflow_tracking_uri()} "
         "-> http://127.0.0.1:5000"
     )
-    import mlflow
-
-    mlflow.set_tracking_uri(mlflow_tracking_uri())
-    champion = alias_version(CHAMPION)
+    registry = Registry()
+    champion = registry.version(CHAMPION)
     if champion is not None:
         card = homeprice_home() / "reports" / f"v{champion.version}" / "model_card.html"
-        print(f"  champion         homeprice v{champion.version} (models:/homeprice@champion)")
+        uri = registry.model_uri(champion.version)
+        print(f"  champion         {registry.model_name} v{champion.version} ({uri})")
         print(f"  model card       {card}")
         print(
             f"  serve it         HOMEPRICE_HOME={homeprice_home()} "
