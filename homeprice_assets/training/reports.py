@@ -355,6 +355,8 @@ def model_card(facts: dict[str, Any], out_path: str | Path, template: str = "mod
     }
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     env.filters["num"] = _num
+    env.filters["metric"] = metric_value
+    env.filters["metric_change"] = metric_change
     out_path.write_text(env.get_template(template).render(**context))
     return out_path
 
@@ -365,3 +367,39 @@ def _num(value: Any, fmt: str = "{:.4g}") -> str:
     if isinstance(value, float | int | np.floating | np.integer) and not isinstance(value, bool):
         return fmt.format(value) if math.isfinite(float(value)) else "n/a"
     return str(value)
+
+
+# Metrics in the model's currency (dollars for the bundled data) and metrics that are shares of homes/prices.
+MONEY_METRICS = {"rmse", "mae"}
+SHARE_METRICS = {"mape", "mdape", "ppe10", "ppe20", "interval_coverage", "interval_median_width", "churn"}
+
+
+def _money(value: float, signed: bool = False) -> str:
+    sign = "-" if value < 0 else ("+" if signed else "")
+    return f"{sign}${abs(value):,.0f}"
+
+
+def metric_value(value: Any, metric: str) -> str:
+    """A metric as people read it: RMSE/MAE in dollars ($261,200), shares in percent (8.12%)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, float | int | np.number):
+        return _num(value)
+    if not math.isfinite(float(value)):
+        return "n/a"
+    if metric in MONEY_METRICS:
+        return _money(float(value))
+    if metric in SHARE_METRICS:
+        return f"{float(value):.2%}"
+    return _num(value)
+
+
+def metric_change(value: Any, metric: str) -> str:
+    """A metric's change: dollars (+$5,870), percentage points (-1.20 pts) or a signed number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, float | int | np.number):
+        return _num(value)
+    if not math.isfinite(float(value)):
+        return "n/a"
+    if metric in MONEY_METRICS:
+        return _money(float(value), signed=True)
+    if metric in SHARE_METRICS:
+        return f"{float(value) * 100:+.2f} pts"
+    return _num(value, "{:+.4g}")
