@@ -14,11 +14,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from homeprice_assets.config import homeprice_home
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("homeprice.serving")
 
@@ -164,3 +167,58 @@ class PredictionLog:
         self._stop.set()
         self._thread.join(timeout=10)
         self.engine.dispose()
+
+
+READ_COLUMNS = (
+    "id",
+    "request_id",
+    "created_at",
+    "model_name",
+    "model_version",
+    "model_role",
+    "parcel_id",
+    "price",
+    "price_lower",
+    "price_upper",
+    "inputs",
+)
+
+
+def read_predictions(
+    url: str | None,
+    parcel_ids: list[str] | None = None,
+    model_name: str | None = None,
+    chunk: int = 5000,
+) -> pd.DataFrame:
+    """Logged predictions (for ground truth), optionally only for ``parcel_ids`` and one model name.
+
+    ``valuation_date`` is the request's ``sale_date`` (the date the home was priced for) when it gave one.
+    Reads in chunks of parcel ids, so a month of sales is a few indexed queries on SQLite or PostgreSQL.
+    """
+    import pandas as pd
+
+    engine = sa.create_engine(url or default_url())
+    try:
+        metadata.create_all(engine)  # an empty log is a log with no rows, not an error
+        cols = [predictions.c[c] for c in READ_COLUMNS]
+        frames = []
+        with engine.connect() as conn:
+            batches = (
+                [None]
+                if parcel_ids is None
+                else [parcel_ids[i : i + chunk] for i in range(0, len(parcel_ids), chunk)]
+            )
+            for batch in batches:
+                query = sa.select(*cols)
+                if batch is not None:
+                    query = query.where(predictions.c.parcel_id.in_(batch))
+                if model_name is not None:
+                    query = query.where(predictions.c.model_name == model_name)
+                frames.append(pd.DataFrame(conn.execute(query).fetchall(), columns=list(READ_COLUMNS)))
+    finally:
+        engine.dispose()
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(READ_COLUMNS))
+    out["created_at"] = pd.to_datetime(out["created_at"], utc=True).dt.tz_localize(None)
+    day = out["inputs"].astype(str).str.extract(r'"sale_date"\s*:\s*"(\d{4}-\d{2}-\d{2})', expand=False)
+    out["valuation_date"] = pd.to_datetime(day, errors="coerce")
+    return out.drop(columns=["inputs"])
