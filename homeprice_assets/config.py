@@ -233,7 +233,7 @@ def load_config(
 
 @lru_cache(maxsize=1)
 def project_config() -> ProjectConfig:
-    """Deprecated inside assets and sensors: take the ``config`` resource (``ProjectConfigResource``)."""
+    """Deprecated inside assets and sensors: take the ``settings`` resource (``ProjectConfigResource``)."""
     return load_config()
 
 

@@ -34,7 +34,7 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
         jobs=[ingest_job, lifecycle_job],
         schedules=[build_lifecycle_schedule(config.get().training.schedule)],
         resources={
-            "config": config,
+            "settings": config,
             "io_manager": storage_from_url(),
             "landing": landing_zone_from_url(),
             "registry": ModelRegistry(tracking_uri=tracking_uri, ui_url=ui_url),

@@ -90,14 +90,14 @@ class AlertSettings(_Strict):
 
 
 def monitoring_settings(config: ProjectConfig | None = None) -> MonitoringSettings:
-    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
     from homeprice_assets.config import project_config
 
     return (config or project_config()).monitoring
 
 
 def alert_settings(config: ProjectConfig | None = None) -> AlertSettings:
-    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
     from homeprice_assets.config import project_config
 
     return (config or project_config()).alerts

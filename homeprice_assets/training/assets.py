@@ -87,10 +87,10 @@ LIFECYCLE_TAG = "homeprice/lifecycle"
     ],
 )
 def model_datasets(
-    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame], config: ProjectConfigResource
+    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame], settings: ProjectConfigResource
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Time split over the configured window of landed months: validation is the newest months."""
-    settings = config.get().training
+    settings = settings.get().training
     checks = blocking_check_keys(None)
     blocked = {
         m: status.failed
@@ -133,10 +133,10 @@ def price_model(
     context: dg.AssetExecutionContext,
     training_set: pd.DataFrame,
     registry: ModelRegistry,
-    config: ProjectConfigResource,
+    settings: ProjectConfigResource,
 ) -> dg.Output[pd.DataFrame]:
     """Fit the challenger, log it to MLflow as a pyfunc, register a version and hand that version on."""
-    settings = config.get().training
+    settings = settings.get().training
     reg = registry.get()
     months = training_set["sale_month"]
     tags = {"dagster_run_id": context.run_id, "homeprice.stage": "train"}
@@ -204,7 +204,7 @@ def validation_report(
     training_set: pd.DataFrame,
     validation_set: pd.DataFrame,
     registry: ModelRegistry,
-    config: ProjectConfigResource,
+    settings: ProjectConfigResource,
 ) -> dg.MaterializeResult:
     """Score this run's challenger, the champion and a hedonic baseline on the same window; gate promotion.
 
@@ -242,7 +242,7 @@ def validation_report(
     summary = report.summary
     metrics = summary["metrics"]
     gates = evaluate_gates(
-        metrics["challenger"], metrics.get("champion"), summary["churn"], config.get().promotion
+        metrics["challenger"], metrics.get("champion"), summary["churn"], settings.get().promotion
     )
     promote_ok, reason = decision(gates)
 
@@ -326,14 +326,14 @@ def model_explanations(
     price_model: pd.DataFrame,
     validation_set: pd.DataFrame,
     registry: ModelRegistry,
-    config: ProjectConfigResource,
+    settings: ProjectConfigResource,
 ) -> dg.MaterializeResult:
     """SHAP (TreeExplainer) importances of this run's model on validation sales; permutation if SHAP fails."""
     reg = registry.get()
     ref = ModelRef.from_frame(price_model)
     _, model = reg.load(ref.version)
     fields = [c for c in getattr(model, "input_fields", INPUT_FIELDS) if c in validation_set]
-    sample = config.get().training.explain_sample
+    sample = settings.get().training.explain_sample
     report = reports.explanation_report(
         model,
         validation_set[fields].reset_index(drop=True),

@@ -54,14 +54,14 @@ class PromotionSettings(BaseModel):
 
 
 def training_settings() -> TrainingSettings:
-    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
     from homeprice_assets.config import project_config
 
     return project_config().training
 
 
 def promotion_settings() -> PromotionSettings:
-    """Deprecated: take the ``config`` resource (``ProjectConfigResource``) instead."""
+    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
     from homeprice_assets.config import project_config
 
     return project_config().promotion

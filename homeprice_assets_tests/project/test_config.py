@@ -52,14 +52,14 @@ def test_overrides_are_validated_and_merged_key_by_key() -> None:
 
 
 @dg.asset
-def reads_config(config: ProjectConfigResource) -> float:
-    return config.get().promotion.max_mdape
+def reads_config(settings: ProjectConfigResource) -> float:
+    return settings.get().promotion.max_mdape
 
 
 def test_assets_receive_the_configuration_through_the_resource() -> None:
     result = dg.materialize(
         [reads_config],
-        resources={"config": ProjectConfigResource(overrides={"promotion": {"max_mdape": 0.07}})},
+        resources={"settings": ProjectConfigResource(overrides={"promotion": {"max_mdape": 0.07}})},
     )
     assert result.output_for_node("reads_config") == 0.07
 

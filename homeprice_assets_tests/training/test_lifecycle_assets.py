@@ -59,7 +59,7 @@ class Env:
         return {
             "io_manager": ParquetStorage(base_dir=str(self.storage_dir)),
             "registry": self.registry,
-            "config": ProjectConfigResource(overrides=overrides or {}),
+            "settings": ProjectConfigResource(overrides=overrides or {}),
             "landing": LocalLandingZone(root=str(self.root / "landing")),
         }
 
