@@ -81,3 +81,22 @@ def test_dagster_dev_serves_the_graph(tmp_path: Path) -> None:
     finally:
         stop_process_group(proc)
         log.close()
+
+
+def test_lifecycle_runs_queue_one_at_a_time() -> None:
+    """The instance (dagster.yaml, local and PostgreSQL) lets one lifecycle-tagged run through at a time, and
+    every way a lifecycle run starts carries that tag: two runs never interleave train/validate/promote."""
+    import dagster as dg
+    import yaml
+
+    from homeprice_assets.definitions import defs
+    from homeprice_assets.training.assets import LIFECYCLE_TAG
+
+    for path in (REPO_ROOT / "dagster.yaml", REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"):
+        coordinator = yaml.safe_load(path.read_text())["run_coordinator"]
+        with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
+            limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        assert {"key": LIFECYCLE_TAG, "limit": 1} in limits, path
+    assert defs.resolve_job_def("model_lifecycle_job").tags[LIFECYCLE_TAG] == "true"
+    schedule = defs.resolve_schedule_def("monthly_retrain")
+    assert schedule.job_name == "model_lifecycle_job"
