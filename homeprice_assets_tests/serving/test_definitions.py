@@ -1,4 +1,4 @@
-"""Serving as the code location wires it: ``bento`` sits downstream of ``promoted_model`` in definitions.py."""
+"""Serving as the code location wires it: ``bento`` sits downstream of ``promoted_model``."""
 
 import dagster as dg
 
