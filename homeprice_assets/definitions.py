@@ -21,6 +21,7 @@ from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.resources.storage import storage_from_url
+from homeprice_assets.rollout import definitions as rollout
 from homeprice_assets.serving import definitions as serving
 from homeprice_assets.training import assets as training_assets
 from homeprice_assets.training.jobs import build_lifecycle_schedule, lifecycle_job
@@ -44,4 +45,6 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
     )
 
 
-defs = dg.Definitions.merge(_core(ProjectConfigResource.from_env()), monitoring.defs, serving.defs)
+defs = dg.Definitions.merge(
+    _core(ProjectConfigResource.from_env()), monitoring.defs, serving.defs, rollout.defs
+)
