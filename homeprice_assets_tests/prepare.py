@@ -1,4 +1,5 @@
-"""Install what the tests need from outside PyPI: Debian's headless Chromium and its driver (idempotent).
+"""Install what the tests need from outside PyPI (idempotent): Debian's headless Chromium and its driver for
+the browser test, and Debian's Prometheus (server and promtool) for the observability test.
 
 Run by `make test` before pytest, so a fresh machine (or CI) needs no step by hand.
 """
@@ -10,7 +11,11 @@ import shutil
 import subprocess
 import sys
 
-PACKAGES = {"chromium": "/usr/bin/chromium", "chromium-driver": "/usr/bin/chromedriver"}
+PACKAGES = {
+    "chromium": "/usr/bin/chromium",
+    "chromium-driver": "/usr/bin/chromedriver",
+    "prometheus": "/usr/bin/prometheus",  # also /usr/bin/promtool
+}
 
 
 def missing() -> list[str]:
@@ -24,7 +29,7 @@ def main() -> int:
     if shutil.which("apt-get") is None:
         print(
             f"prepare: cannot install {todo}: no apt-get on this machine; install them by your "
-            "system's means (the browser test needs /usr/bin/chromium and /usr/bin/chromedriver)",
+            f"system's means (the tests need {', '.join(PACKAGES.values())})",
             file=sys.stderr,
         )
         return 1

@@ -1,0 +1,165 @@
+"""A real Prometheus (Debian's package) scrapes the real service (`bentoml serve`) with deploy's config.
+
+Both run on loopback, started by the test; the service has a trained champion in a registry of its own. The
+committed config is checked by promtool, then used with only its target pointed at the test's service.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from homeprice_assets_tests.deploy import deployfiles as d
+from homeprice_assets_tests.helpers import stop_process_group
+from homeprice_assets_tests.serving.conftest import (
+    Registry,
+    Server,
+    free_port,
+    home_payload,
+    start_server,
+    stop_server,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.slow
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def _tool(path: str) -> str:
+    assert Path(path).is_file(), (
+        f"{path} is missing: run `python -m homeprice_assets_tests.prepare` (make test does) to install "
+        "Debian's prometheus package"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(registry, tmp_path_factory.mktemp("prom-serve"))
+    try:
+        wait_ready(srv)
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def prometheus(service: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = d.load_yaml(d.PROMETHEUS)
+    config["global"]["scrape_interval"] = "1s"
+    (job,) = config["scrape_configs"]
+    job["scrape_interval"] = "1s"
+    job["static_configs"][0]["targets"] = [service.url.removeprefix("http://")]
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    check = subprocess.run([_tool(PROMTOOL), "check", "config", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    port = free_port()
+    log = tmp / "prometheus.log"
+    proc = subprocess.Popen(
+        [
+            _tool(PROMETHEUS),
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"prometheus exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"prometheus not ready:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        stop_process_group(proc)
+        shutil.rmtree(tmp / "data", ignore_errors=True)
+
+
+def _exercise(service: Server, registry: Registry) -> None:
+    """Three homes priced one by one, the same three in a batch, one refused (unknown location)."""
+    homes = [home_payload(registry.validation.iloc[i]) for i in range(3)]
+    for home in homes:
+        assert service.post("/predict", {"home": home}).status_code == 200
+    assert service.post("/predict_batch", {"homes": homes}).status_code == 200
+    unknown = {**homes[0], "location": "Atlantis"}
+    assert service.post("/predict", {"home": unknown}).status_code == 400
+
+
+def _query(prometheus: str, expr: str) -> list[dict]:
+    r = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    return body["data"]["result"]
+
+
+def _wait_for(prometheus: str, expr: str, timeout: float = 60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = _query(prometheus, expr)
+        if result:
+            return result
+        time.sleep(1)
+    raise AssertionError(f"Prometheus has no data for {expr} after {timeout} s")
+
+
+def test_committed_scrape_config_passes_promtool() -> None:
+    check = subprocess.run(
+        [_tool(PROMTOOL), "check", "config", str(d.PROMETHEUS)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_prometheus_scrapes_homeprice_metrics(service: Server, prometheus: str, registry: Registry) -> None:
+    _exercise(service, registry)
+    up = _wait_for(prometheus, 'up{job="homeprice"} == 1')
+    assert up[0]["metric"]["service"] == "homeprice"  # the label set in deploy's scrape config
+    _wait_for(prometheus, 'sum(homeprice_predictions_total{job="homeprice"}) >= 6', timeout=30)
+    loaded = _wait_for(prometheus, 'homeprice_model_loaded{job="homeprice"} == 1')
+    assert {(r["metric"]["role"], r["metric"]["model_version"]) for r in loaded} == {("champion", "1")}
+    priced = _query(prometheus, 'sum by (endpoint) (homeprice_predictions_total{job="homeprice"})')
+    by_endpoint = {r["metric"]["endpoint"]: float(r["value"][1]) for r in priced}
+    assert by_endpoint == {"predict": 3.0, "predict_batch": 3.0}, "runs first in this module"
+    errors = _wait_for(prometheus, 'homeprice_request_errors_total{job="homeprice", kind="bad_input"}')
+    assert float(errors[0]["value"][1]) >= 1
+
+
+def test_dashboard_queries_run_on_prometheus_and_find_the_service_metrics(
+    service: Server, prometheus: str, registry: Registry
+) -> None:
+    """Every panel's PromQL is accepted by Prometheus; every metric it names is in /metrics or pending."""
+    _exercise(service, registry)  # labelled metrics appear in /metrics once used
+    exposed = {
+        line.split()[2]
+        for line in requests.get(f"{service.url}/metrics", timeout=10).text.splitlines()
+        if line.startswith("# TYPE ")
+    }
+    exposed |= {n.removesuffix("_total") for n in exposed}  # OpenMetrics may name a counter without _total
+    pending = d.pending_metrics()
+    for expr in d.dashboard_exprs():
+        _query(prometheus, expr)  # a malformed query fails here
+        for metric in d.promql_metrics(expr):
+            assert metric in exposed or metric in pending, (
+                f"{metric} ({expr}) is not in the service's /metrics"
+            )
+    assert not set(pending) & exposed, "a pending metric is now served: delete it from pending_metrics.yaml"
