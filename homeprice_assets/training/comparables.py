@@ -1,9 +1,10 @@
-"""Recent comparable sales as features: the market-adjusted price per square foot of the nearest sales.
+"""Unpickle shim for the removed comparable-sales feature (it measured no gain and is no longer fitted).
 
-An appraiser values a home from nearby sales, brought to today's market level. The model does the same:
-for each home, the mean of ``log(price / living_sf) - market index`` over its ``k`` nearest training sales
-(by distance), and how far away they are. Only training sales form the pool, so at serving every comparable
-sold before the request; a training sale never counts as its own comparable.
+A model pickled by an older release with comparables switched on references
+``homeprice_assets.training.comparables.Comparables``; this class keeps such a model loadable and
+predicting (``HomePriceModel`` asks it for ``comp_log_ppsf`` / ``comp_dist_km``). Models of the default
+configuration pickled ``comparables = None`` and never touch this module.
+Delete once no registered version was trained with ``comps_k`` > 0.
 """
 
 from __future__ import annotations

@@ -1,31 +1,33 @@
-"""The served home-price model: raw sale fields in, price with a calibrated interval out.
+"""Fitting the served home-price model (the model itself lives in ``homeprice_model``).
 
-``log price = market index(location, month) + trees(features)``. The index (``market_index.py``) carries the
-price level and its trend past the last training month; LightGBM learns the quality-adjusted rest, which does
-not drift, so its inability to extrapolate no longer costs forward accuracy. The model does its own feature
-engineering with ``make_features`` so that serving needs nothing but the raw fields.
+``log price = market index(location, month) + trees(features)``. The index carries the price level and its
+trend past the last training month; LightGBM learns the quality-adjusted rest, which does not drift, so its
+inability to extrapolate no longer costs forward accuracy.
+
+``HomePriceModel`` is re-exported here for the pipeline, and so that versions pickled before the model code
+moved to ``homeprice_model`` (class path ``homeprice_assets.training.model.HomePriceModel``) keep loading:
+unpickling them yields ``homeprice_model.model.HomePriceModel``, whose class-level defaults fill the
+attributes they lack (``bounds`` None: only locations are checked; ``input_fields``: every input field).
+Keep this module importable while such versions may be served or rolled back to.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 import lightgbm as lgb
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from homeprice_assets.features.engineering import (
-    FEATURE_VERSION,
-    FEATURES,
-    INPUT_FIELDS,
-    make_features,
-)
-from homeprice_assets.training.comparables import COMPS_FEATURES, Comparables
-from homeprice_assets.training.market_index import IndexParams, MarketIndex
 from homeprice_assets.training.splits import month_of, training_split
+from homeprice_model.features import COORDINATE_FEATURES, COORDINATE_INPUTS, FEATURES, INPUT_FIELDS
+from homeprice_model.market_index import IndexParams, MarketIndex
+from homeprice_model.model import BOUNDED_FIELDS, HomePriceModel
+
+__all__ = ["DEFAULT_PARAMS", "HomePriceModel", "fit_price_model", "training_bounds"]
 
 DEFAULT_PARAMS: dict[str, Any] = {
     # L1 (median) loss: a few non-market sales (family transfers, teardowns) must not pull valuations
@@ -50,7 +52,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # Refit the trees on the calibration months too once the conformal scores are taken: the newest sales
     # then inform the model; the scores, from trees that saw less, stay (slightly conservative).
     "refit_on_calibration": True,
-    "comps_k": 0,  # comparable sales per home for the comp_* features (0: off; no gain measured here)
     # market index settings (see market_index.IndexParams)
     **asdict(IndexParams()),
 }
@@ -59,152 +60,45 @@ _OWN_KEYS = (
     "early_stopping_rounds",
     "use_market_index",
     "time_feature",
-    "comps_k",
     "refit_on_calibration",
 )
 INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
+# Margins around the observed range when no configured bounds are given: about 11 km, and a factor of 2.
+COORDINATE_MARGIN_DEG = 0.1
+AREA_FACTOR = 2.0
 
 
-class HomePriceModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: ``predict`` returns ``price``, ``price_lower``, ``price_upper`` for each input row.
+def training_bounds(train: pd.DataFrame, bounds: Mapping[str, float] | Any | None = None) -> dict[str, float]:
+    """The request bounds a model records (``HomePriceModel.bounds``).
 
-    ``sale_date`` may be omitted (or null): the home is then valued as of ``trained_through``, the last month
-    the model has seen, the freshest date for which its price level is estimated rather than forecast.
+    ``bounds`` (the configuration's ``data.bounds``, a mapping or an object with those attributes) wins:
+    ingestion admitted exactly that range. Fields it does not give come from the training rows' observed
+    range, widened by a margin. Coordinates the data lacks are not bounded.
     """
 
-    # Class-level defaults for attributes added after a model may have been pickled: a champion logged by an
-    # older release must still load and predict (the class is pickled by reference, its state by value).
-    comparables: Comparables | None = None
-    _explainer: Any = None
+    def given(key: str) -> float | None:
+        if bounds is None:
+            return None
+        value = bounds.get(key) if isinstance(bounds, Mapping) else getattr(bounds, key, None)
+        return None if value is None else float(value)
 
-    def __init__(
-        self,
-        booster: lgb.Booster,
-        index: MarketIndex | None,
-        feature_names: list[str],
-        location_categories: list[str],
-        calibration_scores: np.ndarray,
-        interval_level: float,
-        trained_through: str,
-        locations: dict[str, int],
-        params: dict[str, Any],
-        facts: dict[str, Any] | None = None,
-        comparables: Comparables | None = None,
-    ) -> None:
-        self.booster = booster
-        self.index = index
-        self.feature_names = list(feature_names)
-        self.location_categories = list(location_categories)
-        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=float))
-        self.interval_level = float(interval_level)
-        self.trained_through = trained_through
-        self.locations = dict(locations)
-        self.params = dict(params)
-        self.input_fields = list(INPUT_FIELDS)
-        self.feature_version = FEATURE_VERSION
-        self.facts = dict(facts or {})
-        self.comparables = comparables
-        self._explainer: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_explainer"] = None  # rebuilt on demand; SHAP explainers do not pickle reliably
-        return state
-
-    # ---------------------------------------------------------------------------------------------------
-    @property
-    def reference_date(self) -> pd.Timestamp:
-        """ "Today" for requests without ``sale_date``: the first day of the last training month."""
-        return pd.Timestamp(f"{self.trained_through}-01")
-
-    def conformal_quantile(self, level: float | None = None) -> float:
-        """Split-conformal half-width (log units) for ``level``, with the finite-sample correction."""
-        level = self.interval_level if level is None else float(level)
-        scores = self.calibration_scores
-        n = len(scores)
-        if n == 0:
-            return float("inf")
-        k = int(np.ceil((n + 1) * level))
-        return float(scores[min(k, n) - 1])
-
-    def _inputs(self, model_input: pd.DataFrame) -> pd.DataFrame:
-        frame = pd.DataFrame(model_input).copy()
-        date = pd.to_datetime(frame["sale_date"], errors="coerce") if "sale_date" in frame else None
-        if date is None:
-            date = pd.Series(pd.NaT, index=frame.index)
-        frame["sale_date"] = date.fillna(self.reference_date)
-        return frame
-
-    def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
-        """The model's feature frame for raw inputs (location as the training categories, comparables)."""
-        return self._design(make_features(self._inputs(model_input)))
-
-    def _design(self, feats: pd.DataFrame, self_rows: np.ndarray | None = None) -> pd.DataFrame:
-        feats = feats.copy()
-        feats["location"] = pd.Categorical(feats["location"].astype(str), categories=self.location_categories)
-        if self.comparables is not None:
-            comps = self.comparables.transform(feats["latitude"], feats["longitude"], self_rows)
-            for i, name in enumerate(COMPS_FEATURES):
-                feats[name] = comps[:, i]
-        return feats
-
-    def _index(self, feats: pd.DataFrame) -> np.ndarray:
-        if self.index is None:
-            return np.zeros(len(feats))
-        return self.index.value(
-            feats["location"].astype(str).to_numpy(), feats["months_since_origin"].to_numpy()
+    out: dict[str, float] = {}
+    for column, (lo_key, hi_key) in BOUNDED_FIELDS.items():
+        values = (
+            pd.to_numeric(train[column], errors="coerce").dropna()
+            if column in train
+            else pd.Series(dtype=float)
         )
-
-    def predict_log(self, model_input: pd.DataFrame) -> np.ndarray:
-        """Log price for raw inputs."""
-        feats = self.features(model_input)
-        return self.booster.predict(feats[self.feature_names]) + self._index(feats)
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Price and interval; ``params={"interval_level": 0.9}`` asks for another coverage level."""
-        level = (params or {}).get("interval_level") or self.interval_level
-        log_price = self.predict_log(model_input)
-        q = self.conformal_quantile(level)
-        index = model_input.index if isinstance(model_input, pd.DataFrame) else None
-        return pd.DataFrame(
-            {
-                "price": np.exp(log_price),
-                "price_lower": np.exp(log_price - q),
-                "price_upper": np.exp(log_price + q),
-            },
-            index=index,
-        )
-
-    # ---------------------------------------------------------------------------------------------------
-    def explain(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Per-row contributions in log-price units: one column per tree feature, ``market_index``, and
-        ``base_value``; each row sums to the predicted log price.
-
-        Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
-        SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran.
-        """
-        feats = self.features(df)
-        x = feats[self.feature_names]
-        method = "shap.TreeExplainer"
-        try:
-            import shap
-
-            if self._explainer is None:
-                self._explainer = shap.TreeExplainer(self.booster)
-            values = np.asarray(self._explainer.shap_values(x))
-            base = float(np.ravel(self._explainer.expected_value)[0])
-            base_values = np.full(len(x), base)
-        except Exception:  # pragma: no cover - depends on the SHAP/LightGBM pair
-            method = "lightgbm.pred_contrib"
-            contrib = self.booster.predict(x, pred_contrib=True)
-            values, base_values = contrib[:, :-1], contrib[:, -1]
-        out = pd.DataFrame(values, columns=self.feature_names, index=df.index)
-        out["market_index"] = self._index(feats)
-        out["base_value"] = base_values
-        out.attrs["method"] = method
-        return out
+        if not len(values):
+            continue
+        lo, hi = float(values.min()), float(values.max())
+        if column == "living_sf":
+            lo, hi = lo / AREA_FACTOR, hi * AREA_FACTOR
+        else:
+            lo, hi = lo - COORDINATE_MARGIN_DEG, hi + COORDINATE_MARGIN_DEG
+        out[lo_key] = lo if given(lo_key) is None else given(lo_key)
+        out[hi_key] = hi if given(hi_key) is None else given(hi_key)
+    return out
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -222,6 +116,7 @@ def fit_price_model(
     interval_level: float = 0.8,
     calibration_months: int = 3,
     early_stopping_months: int = 3,
+    bounds: Mapping[str, float] | Any | None = None,
 ) -> HomePriceModel:
     """Fit index and trees on ``train`` (a ``feature_table``), calibrate the interval, return the model.
 
@@ -234,15 +129,24 @@ def fit_price_model(
        newest months; with ``refit_on_calibration`` (default) the trees are refit on all of ``train`` too,
        keeping the scores of the trees that had not seen the calibration months (measured: MdAPE -0.1 to
        -0.3 points, coverage unchanged).
+
+    Coordinates are used when the training rows have them (``input_fields`` and ``feature_names`` say
+    so); ``bounds`` (the configuration's ``data.bounds``) is recorded for request checks, see
+    ``training_bounds``.
     """
     started = time.perf_counter()
     lgb_params, own, index_params = _split_params(params or {})
     train = train.sort_values("sale_date", kind="stable")
     split = training_split(train, calibration_months, early_stopping_months)
     use_index = bool(own["use_market_index"])
+    coordinates = all(c in train and train[c].notna().any() for c in COORDINATE_INPUTS)
     feature_names = [
-        f for f in FEATURES if own["time_feature"] or not use_index or f != "months_since_origin"
+        f
+        for f in FEATURES
+        if (own["time_feature"] or not use_index or f != "months_since_origin")
+        and (coordinates or f not in COORDINATE_FEATURES)
     ]
+    input_fields = [c for c in INPUT_FIELDS if coordinates or c not in COORDINATE_INPUTS]
     categories = sorted(train["location"].astype(str).unique())
 
     def fit_index(frame: pd.DataFrame) -> MarketIndex | None:
@@ -259,9 +163,6 @@ def fit_price_model(
         )
 
     fit_all = split.fit_all
-    comps_k = int(own["comps_k"])
-    if comps_k:
-        feature_names += list(COMPS_FEATURES)
     model = HomePriceModel(
         booster=None,  # type: ignore[arg-type]
         index=fit_index(fit_all),
@@ -272,16 +173,11 @@ def fit_price_model(
         trained_through=month_of(fit_all).max(),
         locations={},
         params={**lgb_params, **own, **index_params.__dict__},
+        input_fields=input_fields,
+        bounds=training_bounds(train, bounds),
     )
 
-    def set_comparables(pool: pd.DataFrame) -> None:
-        if comps_k:
-            value = target(pool, model.index) - pool["log_living_sf"].to_numpy()
-            model.comparables = Comparables(k=comps_k).fit(pool["latitude"], pool["longitude"], value)
-
-    set_comparables(fit_all)
-    # Training rows are their own pool: each row's comparables leave the row itself out.
-    design = model._design(fit_all[list(FEATURES)], self_rows=np.arange(len(fit_all)))[feature_names]
+    design = model._design(fit_all[list(FEATURES)])[feature_names]
     y_all = target(fit_all, model.index)
     n_fit = len(split.fit)
     rounds = int(own["num_boost_round"])
@@ -306,7 +202,7 @@ def fit_price_model(
 
     if len(split.calibration):
         cal = split.calibration
-        log_pred = model.predict_log(cal[list(INPUT_FIELDS)])
+        log_pred = model.predict_log(cal[input_fields])
         model.calibration_scores = np.sort(np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred))
         refit = fit_index(train)
         if refit is not None and model.index is not None:
@@ -316,9 +212,8 @@ def fit_price_model(
             shift = float(np.mean(model.index.value(loc, t) - refit.value(loc, t)))
             refit.month_effect = refit.month_effect + shift
         model.index = refit
-        set_comparables(train)  # serving compares with every training sale, the newest included
         if own["refit_on_calibration"]:
-            design = model._design(train[list(FEATURES)], self_rows=np.arange(len(train)))[feature_names]
+            design = model._design(train[list(FEATURES)])[feature_names]
             rounds_all = int(best_iteration * min(len(train) / max(len(fit_all), 1), 1.25))
             model.booster = lgb.train(
                 lgb_params, lgb.Dataset(design, target(train, model.index)), num_boost_round=rounds_all

@@ -2,15 +2,19 @@
 
 The logged model is the *whole* predictor (feature engineering, index, trees, interval), so anything that
 can call ``mlflow.pyfunc.load_model("models:/homeprice@champion")`` can price a home. The model class is
-pickled by reference, so the loading process needs the ``homeprice`` package importable (it is wherever
-the project is installed: Dagster, BentoML, tests); other requirements are pinned in ``pip_requirements``.
+pickled by reference to the small ``homeprice_model`` package, which is logged with every version
+(``code_paths``): loading needs neither this pipeline package nor its module layout. Third-party
+requirements are pinned in ``pip_requirements``; the version's inputs, bounds and features are in its
+metadata and in ``features.json`` beside the model.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -23,14 +27,17 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
-from homeprice_assets.config import REQUIRED_COLUMNS
-from homeprice_assets.features.engineering import INPUT_FIELDS
-from homeprice_assets.training.model import HomePriceModel
+import homeprice_model
+from homeprice_model.features import INPUT_FIELDS
+from homeprice_model.model import HomePriceModel, required_inputs
 
 DEFAULT_MODEL_NAME = "homeprice"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 ARTIFACT_NAME = "model"
-_PINNED = ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "scipy", "shap", "cloudpickle")
+_PINNED = ("mlflow", "lightgbm", "pandas", "numpy", "scipy", "shap", "cloudpickle")
+# The served model's code, logged with each version: a directory MLflow copies to <model>/code/.
+MODEL_CODE_PATH = Path(homeprice_model.__file__).resolve().parent
+FEATURES_FILE = "features.json"
 
 
 class FeatureMismatchError(ValueError):
@@ -62,20 +69,52 @@ def pip_requirements() -> list[str]:
     return out
 
 
-def input_example(table: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
-    """Raw input fields of a few rows of a feature table: what a caller sends to the served model."""
-    return table[list(INPUT_FIELDS)].head(rows).reset_index(drop=True)
+def input_example(table: pd.DataFrame, rows: int = 5, model: HomePriceModel | None = None) -> pd.DataFrame:
+    """Raw input fields of a few rows of a feature table: what a caller sends to the served model.
+
+    With ``model``, only the inputs it was trained with (a model without coordinates takes none).
+    """
+    fields = model.input_fields if model is not None else [c for c in INPUT_FIELDS if c in table]
+    return table[list(fields)].head(rows).reset_index(drop=True)
+
+
+def _model_example(model: HomePriceModel, example: pd.DataFrame) -> pd.DataFrame:
+    return example[[c for c in model.input_fields if c in example.columns]].reset_index(drop=True)
 
 
 def model_signature(model: HomePriceModel, example: pd.DataFrame) -> ModelSignature:
-    """Signature from ``example``; only the required canonical fields are required, ``sale_date`` is not."""
+    """Signature from ``example``, limited to the model's ``input_fields``; only the inputs no price can
+    be made without (``location``, ``living_sf``) are required, ``sale_date`` and the rest are optional."""
+    example = _model_example(model, example)
     output = model.predict(None, example)
     inferred = infer_signature(example, output, params={"interval_level": model.interval_level})
-    cols = []
-    for spec in inferred.inputs.inputs:
-        required = spec.name in REQUIRED_COLUMNS and spec.name != "sale_date"
-        cols.append(ColSpec(type=spec.type, name=spec.name, required=required))
+    required = set(required_inputs(model))
+    cols = [ColSpec(type=s.type, name=s.name, required=s.name in required) for s in inferred.inputs.inputs]
     return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs, params=inferred.params)
+
+
+def features_json(model: HomePriceModel) -> dict[str, Any]:
+    """What ``features.json`` records for a version: its tree features and the inputs it takes."""
+    return {
+        "features": list(model.feature_names),
+        "input_fields": list(model.input_fields),
+        "feature_version": model.feature_version,
+    }
+
+
+def model_metadata(model: HomePriceModel, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The MLmodel ``metadata`` of a version: what a service needs without unpickling (bounds, inputs)."""
+    return {
+        "trained_through": model.trained_through,
+        "interval_level": model.interval_level,
+        "feature_version": model.feature_version,
+        "feature_names": list(model.feature_names),
+        "input_fields": list(model.input_fields),
+        "bounds": dict(model.bounds or {}),
+        "homeprice_version": _version("homeprice"),
+        "model_code_version": homeprice_model.MODEL_CODE_VERSION,
+        **(extra or {}),
+    }
 
 
 def log_price_model(
@@ -90,32 +129,48 @@ def log_price_model(
     ``example`` is raw input rows (see ``input_example``); it fixes the signature the validation step
     checks inputs against. Pass ``registered_model_name`` to also register a new version.
     """
-    example = example[[c for c in INPUT_FIELDS if c in example.columns]].reset_index(drop=True)
-    signature = model_signature(model, example)
-    meta = {
-        "trained_through": model.trained_through,
-        "interval_level": model.interval_level,
-        "feature_version": model.feature_version,
-        "feature_names": list(model.feature_names),
-        "homeprice_version": _version("homeprice"),
-        **(metadata or {}),
-    }
+    example = _model_example(model, example)
     started = mlflow.active_run() is None
     if started:
         mlflow.start_run()
     try:
+        mlflow.log_dict(features_json(model), FEATURES_FILE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=model,
+            code_paths=[str(MODEL_CODE_PATH)],
             pip_requirements=pip_requirements(),
-            signature=signature,
+            signature=model_signature(model, example),
             input_example=example,
-            metadata=meta,
+            metadata=model_metadata(model, metadata),
             registered_model_name=registered_model_name,
         )
     finally:
         if started:
             mlflow.end_run()
+
+
+def save_price_model(
+    model: HomePriceModel, path: str | Path, example: pd.DataFrame, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` as an MLflow pyfunc directory at ``path`` (for ``Registry.register``).
+
+    Same signature, metadata, code (``homeprice_model`` under ``code/``) and pinned requirements as
+    ``log_price_model``, plus ``features.json`` in the directory, but no MLflow run or store is touched:
+    the registry resource uploads the directory with its own client.
+    """
+    example = _model_example(model, example)
+    mlflow.pyfunc.save_model(
+        str(path),
+        python_model=model,
+        code_paths=[str(MODEL_CODE_PATH)],
+        pip_requirements=pip_requirements(),
+        signature=model_signature(model, example),
+        input_example=example,
+        metadata=model_metadata(model, metadata),
+    )
+    (Path(path) / FEATURES_FILE).write_text(json.dumps(features_json(model), indent=2))
+    return Path(path)
 
 
 def register_model(

@@ -1,0 +1,322 @@
+"""The served home-price model: raw sale fields in, price with a calibrated interval out.
+
+``log price = market index(location, month) + trees(features)``. The index (``market_index.py``) carries the
+price level and its trend past the last training month; LightGBM learns the quality-adjusted rest, which does
+not drift. The model does its own feature engineering (``features.feature_columns``) so that serving needs
+nothing but the raw fields.
+
+Two entry points share one columnar core: ``predict`` (the MLflow pyfunc contract, a DataFrame in and out)
+and ``predict_columns`` (a mapping of arrays in, arrays out), which prices one home in tens of microseconds
+because no DataFrame is built and no schema is enforced; a service calls it after its own validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from homeprice_model.features import (
+    COORDINATE_INPUTS,
+    FEATURE_VERSION,
+    INPUT_FIELDS,
+    REQUIRED_INPUTS,
+    TIME_ORIGIN,
+    feature_columns,
+    frame_columns,
+)
+from homeprice_model.market_index import MarketIndex
+
+_ONE_THREAD_ROWS = 2_000
+_SMALL = 64  # up to this many rows, plain dict lookups beat pandas' hashing
+PRICE_COLUMNS: tuple[str, ...] = ("price", "price_lower", "price_upper")
+# Bounds a model records (``HomePriceModel.bounds``): input field -> (minimum key, maximum key).
+BOUNDED_FIELDS: dict[str, tuple[str, str]] = {
+    "living_sf": ("min_living_sf", "max_living_sf"),
+    "latitude": ("min_latitude", "max_latitude"),
+    "longitude": ("min_longitude", "max_longitude"),
+}
+
+
+class RequestError(ValueError):
+    """A request the model must not price; the message names the field, the rows and the reason."""
+
+
+class UnknownLocationError(RequestError):
+    """A request names a location the model was not trained on."""
+
+
+class OutOfBoundsError(RequestError):
+    """A request's value lies outside the range the model was trained on."""
+
+
+def _rows(rows: np.ndarray) -> str:
+    return ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+
+
+class HomePriceModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: ``predict`` returns ``price``, ``price_lower``, ``price_upper`` for each input row.
+
+    ``sale_date`` may be omitted (or null): the home is then valued as of ``trained_through``, the last month
+    the model has seen, the freshest date for which its price level is estimated rather than forecast.
+    """
+
+    # Class-level defaults for attributes added after a model may have been pickled: a champion logged by an
+    # older release must still load and predict (the class is pickled by reference, its state by value).
+    comparables: Any = None  # removed feature (no gain measured); only models pickled with it set it
+    _explainer: Any = None
+    _codes: dict[str, int] | None = None
+    bounds: dict[str, float] | None = None  # training range of BOUNDED_FIELDS; None: logged before bounds
+    input_fields: list[str] = list(INPUT_FIELDS)
+
+    def __init__(
+        self,
+        booster: lgb.Booster,
+        index: MarketIndex | None,
+        feature_names: list[str],
+        location_categories: list[str],
+        calibration_scores: np.ndarray,
+        interval_level: float,
+        trained_through: str,
+        locations: dict[str, int],
+        params: dict[str, Any],
+        facts: dict[str, Any] | None = None,
+        input_fields: list[str] | None = None,
+        bounds: Mapping[str, float] | None = None,
+    ) -> None:
+        self.booster = booster
+        self.index = index
+        self.feature_names = list(feature_names)
+        self.location_categories = list(location_categories)
+        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=float))
+        self.interval_level = float(interval_level)
+        self.trained_through = trained_through
+        self.locations = dict(locations)
+        self.params = dict(params)
+        self.input_fields = list(input_fields or INPUT_FIELDS)
+        self.feature_version = FEATURE_VERSION
+        self.facts = dict(facts or {})
+        self.bounds = {k: float(v) for k, v in bounds.items()} if bounds else None
+        self.comparables = None
+        self._explainer: Any = None
+        self._codes = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_explainer"] = None  # rebuilt on demand; SHAP explainers do not pickle reliably
+        state["_codes"] = None  # a cache of location_categories
+        return state
+
+    # ---------------------------------------------------------------------------------------------------
+    @property
+    def reference_date(self) -> pd.Timestamp:
+        """ "Today" for requests without ``sale_date``: the first day of the last training month."""
+        return pd.Timestamp(f"{self.trained_through}-01")
+
+    @property
+    def reference_month(self) -> float:
+        """``reference_date`` as months since the feature origin."""
+        year, month = (int(p) for p in self.trained_through.split("-")[:2])
+        return float((year - TIME_ORIGIN.year) * 12 + (month - TIME_ORIGIN.month))
+
+    @property
+    def uses_coordinates(self) -> bool:
+        return all(c in self.input_fields for c in COORDINATE_INPUTS)
+
+    def conformal_quantile(self, level: float | None = None) -> float:
+        """Split-conformal half-width (log units) for ``level``, with the finite-sample correction."""
+        level = self.interval_level if level is None else float(level)
+        scores = self.calibration_scores
+        n = len(scores)
+        if n == 0:
+            return float("inf")
+        k = int(np.ceil((n + 1) * level))
+        return float(scores[min(k, n) - 1])
+
+    # --------------------------------------------------------------------------- the columnar core
+    def _location_codes(self, locations: np.ndarray) -> np.ndarray:
+        """Category codes as LightGBM's pandas path makes them (unknown -> NaN)."""
+        if len(locations) > _SMALL:  # hashed in C for batches
+            codes = pd.Categorical(locations, categories=self.location_categories).codes.astype(np.float64)
+            codes[codes < 0] = np.nan
+            return codes
+        lookup = self._codes
+        if lookup is None:
+            lookup = self._codes = {c: i for i, c in enumerate(self.location_categories)}
+        return np.array([lookup.get(loc, np.nan) for loc in locations], dtype=np.float64)
+
+    def feature_arrays(self, columns: Mapping[str, Any], n: int | None = None) -> dict[str, np.ndarray]:
+        """Features of raw input columns, with a missing ``sale_date`` valued at ``reference_month``."""
+        feats = feature_columns(columns, n)
+        months = feats["months_since_origin"]
+        missing = np.isnan(months)
+        if missing.any():
+            months[missing] = self.reference_month
+        return feats
+
+    def design_matrix(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(rows x ``feature_names``) float64 matrix for ``Booster.predict``; location as its code."""
+        cols = [
+            self._location_codes(feats[name]) if name == "location" else self._extra(feats, name)
+            for name in self.feature_names
+        ]
+        return np.column_stack(cols) if cols else np.zeros((0, 0))
+
+    def _extra(self, feats: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+        if name in feats:
+            return np.asarray(feats[name], dtype=np.float64)
+        if self.comparables is not None and name in ("comp_log_ppsf", "comp_dist_km"):
+            # Only a model pickled with the removed comparables feature gets here.
+            comps = self.comparables.transform(feats["latitude"], feats["longitude"])
+            return comps[:, ("comp_log_ppsf", "comp_dist_km").index(name)]
+        raise KeyError(f"feature {name!r} is not computed by this release of homeprice_model")
+
+    def _index_values(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self.index is None:
+            return np.zeros(len(feats["location"]))
+        return self.index.value(feats["location"], feats["months_since_origin"])
+
+    def predict_log_columns(self, columns: Mapping[str, Any], n: int | None = None) -> np.ndarray:
+        """Log price for raw input columns (arrays, lists or scalars, one entry per home)."""
+        feats = self.feature_arrays(columns, n)
+        x = self.design_matrix(feats)
+        if not len(x):
+            return np.zeros(0)
+        # One thread for small batches: OpenMP's thread start-up and spin-waiting cost more than the trees
+        # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default).
+        threads = 1 if len(x) <= _ONE_THREAD_ROWS else 0
+        return self.booster.predict(x, num_threads=threads) + self._index_values(feats)
+
+    def predict_columns(
+        self, columns: Mapping[str, Any], interval_level: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """``price``, ``price_lower``, ``price_upper`` arrays for raw input columns.
+
+        The fast path: no DataFrame, no schema enforcement. Callers validate first (see
+        ``check_request``); results equal ``predict``'s on the same rows.
+        """
+        log_price = self.predict_log_columns(columns)
+        q = self.conformal_quantile(interval_level)
+        return {
+            "price": np.exp(log_price),
+            "price_lower": np.exp(log_price - q),
+            "price_upper": np.exp(log_price + q),
+        }
+
+    # --------------------------------------------------------------------------- request checks
+    def unknown_locations(self, locations: Any) -> np.ndarray:
+        """Boolean mask of rows whose location the model never saw."""
+        locations = np.atleast_1d(np.asarray(locations, dtype=object))
+        if len(locations) > _SMALL:
+            return ~pd.Series(locations).isin(list(self.locations)).to_numpy()
+        known = self.locations
+        return np.array([loc not in known for loc in locations], dtype=bool)
+
+    def check_request(self, columns: Mapping[str, Any]) -> None:
+        """Refuse rows the model must not price: unknown locations, values outside the training bounds.
+
+        Raises ``UnknownLocationError`` / ``OutOfBoundsError`` naming the field, the values and the rows.
+        Models logged before bounds were recorded (``bounds`` None) check locations only.
+        """
+        from homeprice_model.features import as_numbers, as_text
+
+        n = len(np.atleast_1d(np.asarray(columns["location"], dtype=object)))
+        locations = as_text(columns["location"], n)
+        bad = self.unknown_locations(locations)
+        if bad.any():
+            unknown = sorted(set(locations[bad]))
+            shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise UnknownLocationError(
+                f"location: unknown location(s) {shown} in row(s) {_rows(np.flatnonzero(bad))}; the model "
+                f"knows {len(self.locations)} (see /locations)"
+            )
+        for field, (lo_key, hi_key) in BOUNDED_FIELDS.items():
+            if not self.bounds or columns.get(field) is None or lo_key not in self.bounds:
+                continue
+            values = as_numbers(columns[field], n)
+            lo, hi = self.bounds[lo_key], self.bounds[hi_key]
+            with np.errstate(invalid="ignore"):
+                out = (values < lo) | (values > hi)  # NaN (not given) is not out of bounds
+            if out.any():
+                rows = np.flatnonzero(out)
+                raise OutOfBoundsError(
+                    f"{field}: {values[rows[0]]:g} in row(s) {_rows(rows)} is outside the model's training "
+                    f"range {lo:g}..{hi:g}"
+                )
+
+    # --------------------------------------------------------------------------- the pyfunc contract
+    def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """The model's feature frame for raw inputs (location as the training categories)."""
+        frame = pd.DataFrame(model_input)
+        feats = self.feature_arrays(frame_columns(frame), n=len(frame))
+        return self._design(pd.DataFrame(feats, index=frame.index))
+
+    def _design(self, feats: pd.DataFrame) -> pd.DataFrame:
+        """``feats`` (a feature table) with ``location`` as the training categories, for LightGBM/SHAP."""
+        feats = feats.copy()
+        feats["location"] = pd.Categorical(feats["location"].astype(str), categories=self.location_categories)
+        return feats
+
+    def predict_log(self, model_input: pd.DataFrame) -> np.ndarray:
+        """Log price for raw input rows (a DataFrame)."""
+        frame = pd.DataFrame(model_input)
+        return self.predict_log_columns(frame_columns(frame), n=len(frame))
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Price and interval; ``params={"interval_level": 0.9}`` asks for another coverage level."""
+        level = (params or {}).get("interval_level") or self.interval_level
+        if isinstance(model_input, Mapping):
+            out = self.predict_columns(model_input, level)
+            return pd.DataFrame(out, columns=list(PRICE_COLUMNS))
+        frame = pd.DataFrame(model_input)
+        log_price = self.predict_log_columns(frame_columns(frame), n=len(frame))
+        q = self.conformal_quantile(level)
+        return pd.DataFrame(
+            {
+                "price": np.exp(log_price),
+                "price_lower": np.exp(log_price - q),
+                "price_upper": np.exp(log_price + q),
+            },
+            index=frame.index,
+        )
+
+    # ---------------------------------------------------------------------------------------------------
+    def explain(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Per-row contributions in log-price units: one column per tree feature, ``market_index``, and
+        ``base_value``; each row sums to the predicted log price.
+
+        Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
+        SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran.
+        """
+        frame = pd.DataFrame(df)
+        feats = self.feature_arrays(frame_columns(frame), n=len(frame))
+        x = self._design(pd.DataFrame(feats, index=frame.index))[self.feature_names]
+        method = "shap.TreeExplainer"
+        try:
+            import shap
+
+            if self._explainer is None:
+                self._explainer = shap.TreeExplainer(self.booster)
+            values = np.asarray(self._explainer.shap_values(x))
+            base = float(np.ravel(self._explainer.expected_value)[0])
+            base_values = np.full(len(x), base)
+        except Exception:  # pragma: no cover - depends on the SHAP/LightGBM pair
+            method = "lightgbm.pred_contrib"
+            contrib = self.booster.predict(x, pred_contrib=True)
+            values, base_values = contrib[:, :-1], contrib[:, -1]
+        out = pd.DataFrame(values, columns=self.feature_names, index=frame.index)
+        out["market_index"] = self._index_values(feats)
+        out["base_value"] = base_values
+        out.attrs["method"] = method
+        return out
+
+
+def required_inputs(model: HomePriceModel) -> tuple[str, ...]:
+    """The inputs ``model`` cannot price without."""
+    return tuple(c for c in REQUIRED_INPUTS if c in model.input_fields)
