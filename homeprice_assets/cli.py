@@ -17,6 +17,8 @@ from tqdm import tqdm
 if TYPE_CHECKING:
     import dagster as dg
 
+    from homeprice_assets.resources.registry import Registry
+
 from homeprice_assets.config import REPO_ROOT, apply_env_defaults, homeprice_home, mlflow_tracking_uri
 
 
@@ -180,6 +182,61 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=REPO_ROOT)
 
 
+def _rollout_registry() -> Registry:
+    from homeprice_assets.resources.registry import MODEL_NAME, Registry
+
+    return Registry(model_name=os.environ.get("HOMEPRICE_MODEL_NAME") or MODEL_NAME)
+
+
+def _print_state(reg: Registry) -> None:
+    from homeprice_assets.rollout.state import current_state
+
+    state = current_state(reg)
+    print(f"model        {reg.model_name} ({reg.tracking_uri})")
+    print(f"champion     {'v' + state.champion if state.champion else 'none'}")
+    print(f"previous     {'v' + state.previous if state.previous else 'none'}")
+    if state.active:
+        share = f", weight {state.weight:g}" if state.mode == "ab" else ""
+        print(f"rollout      v{state.candidate} in {state.mode}{share}, since {state.started_at}")
+    else:
+        print("rollout      none")
+    if state.last_action:
+        last = state.last_action
+        print(f"last action  {last.get('kind')} v{last.get('version')} at {last.get('at')}")
+        print(f"             {last.get('reason')}")
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """start / status / stop a rollout (the running services follow within one poll)."""
+    from homeprice_assets.config import load_config
+    from homeprice_assets.rollout import state as st
+
+    reg = _rollout_registry()
+    if args.action == "start":
+        version = args.version or reg.version_number(st.CHALLENGER)
+        if version is None:
+            raise ValueError("version: no 'challenger' alias to roll out; name one with --version VERSION")
+        weight = args.weight if args.weight is not None else load_config().rollout.weight
+        action = st.start_rollout(reg, version, args.mode, weight, reason="manual: homeprice rollout start")
+        print(f"started: v{action.version} is the candidate in {args.mode} mode")
+    elif args.action == "stop":
+        action = st.stop_rollout(reg, reason="manual: homeprice rollout stop")
+        print(f"stopped: candidate v{action.version} removed; champion unchanged")
+    _print_state(reg)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """champion -> previous (or --to VERSION); the services follow within one poll."""
+    from homeprice_assets.rollout import state as st
+
+    reg = _rollout_registry()
+    action = st.rollback(reg, reason="manual: homeprice rollback", to=args.to)
+    print(f"rolled back: champion v{action.previous_champion} -> v{action.version}")
+    _print_state(reg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="homeprice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_dev = sub.add_parser("dev", help="open the Dagster UI (sensors and schedules run there)")
     p_dev.add_argument("--port", type=int, default=3000)
     p_dev.set_defaults(func=cmd_dev)
+
+    p_rollout = sub.add_parser("rollout", help="start, show or stop a live rollout of a candidate model")
+    rollout_sub = p_rollout.add_subparsers(dest="action", required=True)
+    p_start = rollout_sub.add_parser("start", help="make a version the candidate, in shadow or A/B mode")
+    p_start.add_argument("--mode", choices=["shadow", "ab"], required=True)
+    p_start.add_argument("--weight", type=float, default=None, help="A/B share (default: rollout.weight)")
+    p_start.add_argument("--version", default=None, help="version to roll out (default: the challenger)")
+    rollout_sub.add_parser("status", help="champion, previous, candidate, mode, weight, last action")
+    rollout_sub.add_parser("stop", help="end the rollout; the champion stays")
+    p_rollout.set_defaults(func=cmd_rollout)
+
+    p_rollback = sub.add_parser("rollback", help="move champion back to previous (or to --to VERSION)")
+    p_rollback.add_argument("--to", default=None, help="version to make champion (default: previous)")
+    p_rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

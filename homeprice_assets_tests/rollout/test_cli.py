@@ -1,0 +1,62 @@
+"""`homeprice rollout ...` and `homeprice rollback` against a real registry: actions, state, refusals."""
+
+from pathlib import Path
+
+import pytest
+
+from homeprice_assets.cli import main
+from homeprice_assets.resources.registry import Registry
+from homeprice_assets.rollout.state import current_state
+
+
+@pytest.fixture
+def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("HOMEPRICE_MODEL_NAME", "homeprice-cli")
+    registry = Registry(tracking_uri=uri, model_name="homeprice-cli")
+    registry.client.create_registered_model(registry.model_name)
+    for _ in range(3):
+        registry.client.create_model_version(registry.model_name, source=str(tmp_path / "no-model"))
+    return registry
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_rollout_and_rollback_commands(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "2")
+    assert code == 2 and "no champion yet" in err  # refused: nothing to compare with
+    reg.promote("1", "first")
+    reg.set_alias("challenger", "2")
+
+    code, out, _ = run(capsys, "rollout", "start", "--mode", "ab", "--weight", "0.25")
+    assert code == 0 and "v2 is the candidate in ab mode" in out and "weight 0.25" in out
+    state = current_state(reg)
+    assert (state.candidate, state.mode, state.weight) == ("2", "ab", 0.25)
+
+    code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "3")
+    assert code == 2 and "already running" in err
+    code, out, _ = run(capsys, "rollout", "status")
+    assert code == 0 and "v2 in ab, weight 0.25" in out and "champion     v1" in out
+
+    code, out, _ = run(capsys, "rollout", "stop")
+    assert code == 0 and "candidate v2 removed" in out and not current_state(reg).active
+    code, _, err = run(capsys, "rollout", "stop")
+    assert code == 2 and "no rollout is running" in err
+
+    code, _, err = run(capsys, "rollback")
+    assert code == 2 and "no 'previous' version" in err
+    code, _, err = run(capsys, "rollback", "--to", "42")
+    assert code == 2 and "v42 does not exist" in err
+    code, out, _ = run(capsys, "rollback", "--to", "3")
+    assert code == 0 and "champion v1 -> v3" in out
+    code, out, _ = run(capsys, "rollback")
+    assert code == 0 and "champion v3 -> v1" in out
+    assert (current_state(reg).champion, current_state(reg).previous) == ("1", "3")
+    assert "manual: homeprice rollback" in current_state(reg).last_action["reason"]
+    code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "1")
+    assert code == 2 and "already the champion" in err
