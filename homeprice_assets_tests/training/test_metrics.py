@@ -40,3 +40,69 @@ def test_error_by_group() -> None:
     assert frame["n"].tolist() == [2, 2]
     assert frame["mdape"].tolist() == pytest.approx([0.175, 0.15])
     assert frame["ppe10"].tolist() == pytest.approx([0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------------ ratio study
+def test_ratio_study_by_hand() -> None:
+    # ratios 1.1, 0.75, 1.0, 1.3: median 1.05
+    study = M.ratio_study(Y, P)
+    assert study["n"] == 4
+    assert study["median_ratio"] == pytest.approx(1.05)
+    deviations = np.abs(np.array([1.1, 0.75, 1.0, 1.3]) - 1.05)
+    assert study["cod"] == pytest.approx(100 * deviations.mean() / 1.05)
+    mean_ratio = np.mean([1.1, 0.75, 1.0, 1.3])
+    assert study["prd"] == pytest.approx(mean_ratio / (P.sum() / Y.sum()))
+    # PRB by hand: OLS slope of (ratio - median) / median on log2(value proxy)
+    proxy = np.log2(0.5 * P / 1.05 + 0.5 * Y)
+    z = (P / Y - 1.05) / 1.05
+    slope = np.polyfit(proxy, z, 1)[0]
+    assert study["prb"] == pytest.approx(slope)
+    assert study["prb_low"] < study["prb"] < study["prb_high"]
+
+
+def test_iaao_bands_and_equity_directions() -> None:
+    rng = np.random.default_rng(0)
+    y = np.exp(rng.normal(13, 0.5, 4000))
+    fair = y * np.exp(rng.normal(0, 0.08, len(y)))
+    fair_study = M.ratio_study(y, fair)
+    assert all(M.within_iaao(fair_study).values())
+    assert abs(fair_study["prb"]) < 0.02
+    # Regressive: cheap homes valued high, dear homes low (valuation pulled towards the mean).
+    regressive = np.exp(np.log(np.median(y)) + 0.7 * (np.log(fair) - np.log(np.median(y))))
+    study = M.ratio_study(y, regressive)
+    assert study["prd"] > 1.03 and study["prb"] < -0.05
+    assert M.within_iaao(study) == {"median_ratio": True, "cod": True, "prd": False, "prb": False}
+    # Progressive: the other way round.
+    progressive = np.exp(np.log(np.median(y)) + 1.3 * (np.log(fair) - np.log(np.median(y))))
+    study = M.ratio_study(y, progressive)
+    assert study["prd"] < 0.98 and study["prb"] > 0.05
+
+
+def test_cod_matches_live_metrics_definition() -> None:
+    from homeprice_assets.rollout.groundtruth import live_metrics
+
+    rows = pd.DataFrame({"sale_price": Y, "price": P, "price_lower": P * 0.9, "price_upper": P * 1.1})
+    live = live_metrics(rows)
+    assert M.cod(Y, P) == pytest.approx(live["cod"])
+    assert M.median_ratio(Y, P) == pytest.approx(live["median_ratio"])
+
+
+def test_ratio_study_by_group_and_value_deciles() -> None:
+    deciles = M.value_deciles(np.arange(1, 101, dtype=float))
+    assert deciles.tolist() == [d for d in range(1, 11) for _ in range(10)]
+    frame = M.ratio_study_by(Y, P, ["b", "a", "b", "a"], "location")
+    assert frame["location"].tolist() == ["a", "b"]
+    assert frame["n"].tolist() == [2, 2]
+    assert frame.loc[0, "median_ratio"] == pytest.approx(np.median([0.75, 1.3]))
+    assert np.isnan(frame.loc[0, "prb"])  # too few sales for a regression
+
+
+def test_ratio_study_refuses_bad_input_naming_it() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        M.ratio_study([100.0, 0.0], [100.0, 90.0])
+    with pytest.raises(ValueError, match="differ in length"):
+        M.cod([100.0, 200.0], [100.0])
+    with pytest.raises(ValueError, match="location"):
+        M.ratio_study_by(Y, P, ["a"], "location")
+    empty = M.ratio_study([], [])
+    assert empty["n"] == 0 and np.isnan(empty["cod"])
