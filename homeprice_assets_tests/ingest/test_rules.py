@@ -61,6 +61,39 @@ def test_duplicate_sale_id_is_quarantined_not_dropped(month_rows: pd.DataFrame) 
     assert len(result.clean) == len(month_rows)
 
 
+def test_bad_row_does_not_shadow_its_corrected_reexport(month_rows: pd.DataFrame) -> None:
+    """Issue 8: a bad row and its corrected re-export share a sale id; only valid rows are deduplicated."""
+    good = month_rows.iloc[[7]]
+    bad = good.assign(sale_price="-1")  # the first export, wrong; the correction comes later in file order
+    raw = pd.concat([bad, month_rows], ignore_index=True)
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert result.counts_by_rule["nonpositive_price"] == 1
+    assert result.counts_by_rule["duplicate_sale"] == 0
+    assert set(result.clean["sale_id"]) == set(month_rows["sale_id"])
+    row = result.clean.set_index("sale_id").loc[good["sale_id"].iloc[0]]
+    assert row["sale_price"] == float(good["sale_price"].iloc[0])
+
+
+def test_derived_ids_tell_different_homes_apart(month_rows: pd.DataFrame) -> None:
+    """Without sale and parcel ids, two homes sold the same day for the same price keep apart."""
+    raw = month_rows.drop(columns=["sale_id", "pinx"]).iloc[:2].copy()
+    raw["sale_date"] = "2014-06-10"
+    raw["sale_price"] = "500000"
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert len(result.clean) == 2 and result.clean["sale_id"].is_unique
+    # the same home, written differently (1800 vs 1800.0), is one sale
+    again = pd.concat([raw.iloc[[0]], raw.iloc[[0]].assign(tot_sf=raw["tot_sf"].iloc[0] + ".0")])
+    result = clean_sales(again.reset_index(drop=True), CONFIG, month="2014-06")
+    assert result.counts_by_rule["duplicate_sale"] == 1
+
+
+def test_with_parcel_id_a_corrected_attribute_is_a_repeat(month_rows: pd.DataFrame) -> None:
+    raw = month_rows.drop(columns=["sale_id"]).iloc[[0, 0]].reset_index(drop=True)
+    raw.loc[1, "beds"] = "9"
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert result.counts_by_rule["duplicate_sale"] == 1
+
+
 def test_missing_required_column_names_it(month_rows: pd.DataFrame) -> None:
     with pytest.raises(SchemaError, match=r"'living_sf' \(source column 'tot_sf'\)"):
         clean_sales(month_rows.drop(columns=["tot_sf"]), CONFIG, month="2014-06")
