@@ -1,18 +1,42 @@
-"""Pure request logic: typed homes -> model frame -> prices, intervals and explanations."""
+"""Pure request logic: typed homes -> model columns -> prices, intervals and explanations.
+
+Requests are priced through the model's columnar path (``HomePriceModel.predict_columns``): one array per
+input field, no DataFrame, no MLflow schema enforcement (the pydantic schemas already typed every value),
+so one home costs a few NumPy calls. The results equal the pyfunc's on the same rows.
+
+Before pricing, ``check_request`` holds every row to the LOADED model's own limits: its training locations
+and the bounds it recorded (``model.bounds``: coordinates, living area). The schemas keep only static sanity
+limits, so a Bento serves a model trained anywhere without reading a configuration.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from homeprice_assets.features.engineering import INPUT_FIELDS
 from homeprice_assets.serving.holder import LoadedModel
 from homeprice_assets.serving.schemas import Contribution, Explanation, Home
 from homeprice_assets.training.tracking import coerce_inputs
+from homeprice_model.features import INPUT_FIELDS
+from homeprice_model.model import OutOfBoundsError, RequestError, UnknownLocationError
 
+__all__ = [
+    "OutOfBoundsError",
+    "RequestError",
+    "UnknownLocationError",
+    "check_locations",
+    "check_request",
+    "explain",
+    "predict",
+    "to_columns",
+    "to_frame",
+]
 
-class UnknownLocationError(ValueError):
-    """A request names a location the model was not trained on."""
+Columns = Mapping[str, Any]
+_NUMERIC = tuple(c for c in INPUT_FIELDS if c not in ("location", "sale_date"))
 
 
 def to_frame(homes: list[Home]) -> pd.DataFrame:
@@ -22,32 +46,60 @@ def to_frame(homes: list[Home]) -> pd.DataFrame:
     return coerce_inputs(frame)
 
 
-def check_locations(frame: pd.DataFrame, model: LoadedModel) -> None:
+def to_columns(homes: list[Home]) -> dict[str, np.ndarray]:
+    """Requests as one array per input field: float64 numbers (None -> NaN), text locations, dates."""
+    rows = [h.__dict__ for h in homes]
+    out: dict[str, np.ndarray] = {
+        "location": np.array([r["location"] for r in rows], dtype=object),
+        "sale_date": np.array([r["sale_date"] for r in rows], dtype="datetime64[D]"),
+    }
+    for name in _NUMERIC:
+        out[name] = np.array([r[name] for r in rows], dtype=np.float64)  # None -> NaN
+    return out
+
+
+def _columns(data: pd.DataFrame | Columns) -> Columns:
+    if isinstance(data, pd.DataFrame):
+        return {c: data[c].to_numpy() for c in INPUT_FIELDS if c in data.columns}
+    return data
+
+
+def check_locations(data: pd.DataFrame | Columns, model: LoadedModel) -> None:
     """Refuse rows whose location the model never saw, naming the locations and (for a batch) the rows."""
-    known = model.inner.locations
-    locations = frame["location"].astype(str)
-    bad = ~locations.isin(set(known)).to_numpy()
-    if bad.any():
-        unknown = sorted(set(locations[bad]))
-        rows = np.flatnonzero(bad)
-        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        at = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        raise UnknownLocationError(
-            f"location: unknown location(s) {shown} in row(s) {at}; the model knows {len(known)} "
-            "(see /locations)"
-        )
+    columns = _columns(data)
+    model.inner.check_request({"location": columns["location"]})
 
 
-def predict(model: LoadedModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """``price``, ``price_lower``, ``price_upper`` for each row, vectorized in one model call."""
-    check_locations(frame, model)
-    return model.pyfunc.predict(frame)
+def check_request(data: pd.DataFrame | Columns, model: LoadedModel) -> None:
+    """Refuse what the loaded model must not price: unknown locations, values outside its training bounds.
+
+    Raises ``UnknownLocationError`` or ``OutOfBoundsError`` (both ``RequestError``, a ``ValueError``) naming
+    the field, the value and the rows: a 4xx for the caller.
+    """
+    model.inner.check_request(_columns(data))
 
 
-def explain(model: LoadedModel, frame: pd.DataFrame) -> Explanation:
+def predict(model: LoadedModel, data: pd.DataFrame | Columns) -> pd.DataFrame | dict[str, np.ndarray]:
+    """``price``, ``price_lower``, ``price_upper`` for each row, in one columnar model call.
+
+    A DataFrame in gives a DataFrame out (its index kept); columns in (``to_columns``,
+    ``HomeColumns.to_columns``) give a dict of arrays out.
+    """
+    columns = _columns(data)
+    model.inner.check_request(columns)
+    out = model.inner.predict_columns(columns)
+    if isinstance(data, pd.DataFrame):
+        return pd.DataFrame(out, index=data.index)
+    return out
+
+
+def explain(model: LoadedModel, data: pd.DataFrame | Columns) -> Explanation:
     """SHAP contributions of the first row, largest first, in log-price units."""
-    check_locations(frame, model)
-    contrib = model.inner.explain(frame.iloc[:1])
+    columns = _columns(data)
+    model.inner.check_request(columns)
+    first = {k: np.atleast_1d(np.asarray(v))[:1] for k, v in columns.items()}
+    frame = pd.DataFrame(first)
+    contrib = model.inner.explain(frame)
     row = contrib.iloc[0]
     features = [c for c in contrib.columns if c not in ("base_value", "market_index")]
     ordered = sorted(features, key=lambda c: -abs(float(row[c])))

@@ -177,7 +177,7 @@ def fit_price_model(
         bounds=training_bounds(train, bounds),
     )
 
-    design = model._design(fit_all[list(FEATURES)])[feature_names]
+    design = model._design(fit_all.reindex(columns=list(FEATURES)))[feature_names]
     y_all = target(fit_all, model.index)
     n_fit = len(split.fit)
     rounds = int(own["num_boost_round"])
@@ -213,7 +213,7 @@ def fit_price_model(
             refit.month_effect = refit.month_effect + shift
         model.index = refit
         if own["refit_on_calibration"]:
-            design = model._design(train[list(FEATURES)])[feature_names]
+            design = model._design(train.reindex(columns=list(FEATURES)))[feature_names]
             rounds_all = int(best_iteration * min(len(train) / max(len(fit_all), 1), 1.25))
             model.booster = lgb.train(
                 lgb_params, lgb.Dataset(design, target(train, model.index)), num_boost_round=rounds_all
