@@ -45,6 +45,5 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
     )
 
 
-defs = dg.Definitions.merge(
-    _core(ProjectConfigResource.from_env()), monitoring.defs, serving.defs, rollout.defs
-)
+_config = ProjectConfigResource.from_env()
+defs = dg.Definitions.merge(_core(_config), monitoring.build_defs(_config), serving.defs, rollout.defs)

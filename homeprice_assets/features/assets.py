@@ -6,9 +6,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from homeprice_assets.config import project_config
 from homeprice_assets.features.engineering import FEATURE_VERSION, FEATURES, NUMERIC_FEATURES, feature_table
+from homeprice_assets.monitoring.settings import PriceLevelSettings
 from homeprice_assets.partitions import sale_month_partitions
 
+PRICE_LEVEL_CHECK = "price_level"
 FEATURE_CHECKS = [
     dg.AssetCheckSpec(
         "finite_features",
@@ -16,7 +19,16 @@ FEATURE_CHECKS = [
         blocking=True,
         description="No infinite feature values, and the features every sale has are never null.",
     ),
+    dg.AssetCheckSpec(
+        PRICE_LEVEL_CHECK,
+        asset="sale_features",
+        blocking=True,
+        description="The month's median price per sq ft within monitoring.price_level.max_change of the "
+        "median of the recent months. A jump holds the month back from drift and training until a person "
+        "confirms it (homeprice accept-month YYYY-MM) or corrected files land.",
+    ),
 ]
+LEVEL_KEY = "median_price_per_sf"
 # Features derived from required inputs: a null here means a bug, not missing optional data.
 ALWAYS_PRESENT = ("log_living_sf", "latitude", "longitude", "rot45_x", "rot45_y", "months_since_origin")
 
@@ -32,6 +44,65 @@ def finite_features(table: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+def price_per_sf(table: pd.DataFrame) -> float | None:
+    """The month's price level: median sale price per sq ft of living area (None without sales)."""
+    ratio = table["sale_price"].astype(float) / table["living_sf"].astype(float)
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    return float(ratio.median()) if len(ratio) else None
+
+
+def price_level(
+    month: str, level: float | None, recent: dict[str, float], settings: PriceLevelSettings
+) -> dg.AssetCheckResult:
+    """Fails when ``level`` moved more than ``max_change`` from the median of the recent months' levels."""
+    reference = float(np.median(list(recent.values()))) if recent else None
+    base = {
+        "month": month,
+        LEVEL_KEY: -1.0 if level is None else level,
+        "max_change": settings.max_change,
+        "months_compared": dg.MetadataValue.json(sorted(recent)),
+    }
+    if level is None or reference is None or len(recent) < settings.min_months:
+        return dg.AssetCheckResult(
+            check_name=PRICE_LEVEL_CHECK,
+            passed=True,
+            description=f"{month}: {len(recent)} recent month(s), under {settings.min_months}: not judged",
+            metadata={**base, "reference_price_per_sf": -1.0, "change": 0.0},
+        )
+    change = level / reference - 1
+    passed = abs(change) <= settings.max_change
+    return dg.AssetCheckResult(
+        check_name=PRICE_LEVEL_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{month}: median ${level:,.0f}/sq ft vs ${reference:,.0f} over {len(recent)} recent months "
+            f"({change:+.1%}, bound ±{settings.max_change:.0%})"
+            + ("" if passed else f"; held back until confirmed: homeprice accept-month {month}")
+        ),
+        metadata={**base, "reference_price_per_sf": reference, "change": change},
+    )
+
+
+def recent_levels(instance: dg.DagsterInstance, month: str, lookback: int) -> dict[str, float]:
+    """Price levels of the ``lookback`` months before ``month``, from their latest materialization."""
+    prior = sorted(m for m in instance.get_dynamic_partitions(sale_month_partitions.name) if m < month)
+    prior = prior[-lookback:]
+    if not prior:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sale_features"), asset_partitions=prior),
+        limit=lookback * 5,
+    ).records
+    out: dict[str, float] = {}
+    for record in records:  # newest first
+        mat = record.asset_materialization
+        value = mat.metadata.get(LEVEL_KEY) if mat else None
+        if mat and mat.partition not in out and value is not None and float(value.value) > 0:
+            out[str(mat.partition)] = float(value.value)
+    return out
+
+
 @dg.asset(
     partitions_def=sale_month_partitions,
     group_name="features",
@@ -39,9 +110,12 @@ def finite_features(table: pd.DataFrame) -> dg.AssetCheckResult:
     code_version=FEATURE_VERSION,
     check_specs=FEATURE_CHECKS,
 )
-def sale_features(clean_sales: pd.DataFrame) -> Iterator[dg.Output | dg.AssetCheckResult]:
+def sale_features(
+    context: dg.AssetExecutionContext, clean_sales: pd.DataFrame
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Keys, target, raw inputs and engineered features: known at sale time only, no price-derived inputs."""
     table = feature_table(clean_sales)
+    level = price_per_sf(table)
     yield dg.Output(
         table,
         metadata={
@@ -49,6 +123,12 @@ def sale_features(clean_sales: pd.DataFrame) -> Iterator[dg.Output | dg.AssetChe
             "feature_version": FEATURE_VERSION,
             "features": dg.MetadataValue.json(list(FEATURES)),
             "n_features": len(FEATURES),
+            LEVEL_KEY: -1.0 if level is None else level,
         },
     )
     yield finite_features(table)
+    settings = project_config().monitoring.price_level
+    month = context.partition_key
+    yield price_level(
+        month, level, recent_levels(context.instance, month, settings.lookback_months), settings
+    )

@@ -13,13 +13,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from homeprice_assets.config import homeprice_home, mlflow_tracking_uri
+from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import INPUT_FIELDS
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.checks import DRIFT_CHECK, drift_within_threshold
 from homeprice_assets.monitoring.drift import PREDICTION, DriftSummary, compute_drift
 from homeprice_assets.monitoring.sensors.common import MONTH_TAG
-from homeprice_assets.monitoring.settings import DriftSettings, alert_settings, monitoring_settings
+from homeprice_assets.monitoring.settings import DriftSettings
+from homeprice_assets.resources.config import ProjectConfigResource
+from homeprice_assets.resources.registry import ModelRegistry, Registry
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,18 @@ def choose_months(ready: list[str], current: str | None, reference_months: int) 
 
 
 def _champion_predictions(
-    settings: DriftSettings, frames: dict[str, pd.DataFrame], context_log: Any
+    registry: Registry, settings: DriftSettings, frames: dict[str, pd.DataFrame], context_log: Any
 ) -> dict[str, pd.DataFrame]:
     """Add the serving champion's predictions to each frame, when there is a champion; else unchanged."""
     if not settings.prediction_drift:
         return frames
     try:
-        import mlflow
-
-        mlflow.set_tracking_uri(mlflow_tracking_uri())
-        uri = f"models:/{settings.model_name}@{settings.champion_alias}"
-        mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, settings.champion_alias)
-        model = mlflow.pyfunc.load_model(uri)
+        champion = registry.version(settings.champion_alias)
+        if champion is None:
+            raise LookupError(f"no '{settings.champion_alias}' alias")
+        model, _ = registry.load(champion.version)
     except Exception as exc:  # no registry, no model, no champion yet: prediction drift is simply absent
-        context_log.info(f"prediction drift skipped: no champion model ({type(exc).__name__})")
+        context_log.info(f"prediction drift skipped: no champion model ({type(exc).__name__}: {exc})")
         return frames
     out = {}
     for name, frame in frames.items():
@@ -69,24 +69,23 @@ def _champion_predictions(
 
 
 def _log_to_mlflow(
-    summary: DriftSummary, settings: DriftSettings, reference: list[str], dagster_run_id: str
-) -> tuple[str, str] | None:
-    """Log the HTML and JSON as artifacts of an MLflow run; returns (run id, experiment id)."""
-    import mlflow
-
-    from homeprice_assets.resources.mlflow import MlflowTracking
-
-    # the same stores and artifact location as the model runs (never ./mlruns under the working folder)
-    tracking = MlflowTracking(experiment_name=settings.mlflow_experiment)
-    with tracking.run(run_name=f"drift-{summary.current_label}") as run:
-        mlflow.set_tags(
-            {
-                "homeprice.kind": "drift_report",
-                "dagster.run_id": dagster_run_id,
-                "homeprice.month": summary.current_label,
-            }
-        )
-        mlflow.log_params(
+    registry: Registry,
+    summary: DriftSummary,
+    settings: DriftSettings,
+    reference: list[str],
+    dagster_run_id: str,
+) -> tuple[str, str]:
+    """Log the HTML and JSON as artifacts of an MLflow run (through the registry's client, no global
+    state); returns (run id, experiment id)."""
+    tags = {
+        "homeprice.kind": "drift_report",
+        "dagster.run_id": dagster_run_id,
+        "homeprice.month": summary.current_label,
+    }
+    with registry.run(
+        f"drift-{summary.current_label}", tags=tags, experiment=settings.mlflow_experiment
+    ) as run:
+        run.log_params(
             {
                 "current_month": summary.current_label,
                 "reference_from": reference[0],
@@ -94,15 +93,18 @@ def _log_to_mlflow(
                 "reference_rows": summary.reference_rows,
                 "reference_rows_used": summary.reference_rows_used,
                 "current_rows": summary.current_rows,
+                "drift_share_threshold": summary.threshold,
+                "stattest_threshold": settings.stattest_threshold,
+                "feature_score_threshold": settings.feature_score_threshold,
             }
         )
         metrics = {"drift_share": summary.drift_share, "dataset_drift": float(summary.dataset_drift)}
         metrics.update({f"drift_score.{c}": d.score for c, d in summary.columns.items()})
-        mlflow.log_metrics(metrics)
+        run.log_metrics(metrics)
         for path in (summary.html_path, summary.json_path):
             if path:
-                mlflow.log_artifact(path, artifact_path="drift")
-    return run.info.run_id, run.info.experiment_id
+                run.log_artifact(path, artifact_path="drift")
+    return run.run_id, run.experiment_id
 
 
 def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinition | None:
@@ -121,36 +123,42 @@ def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinitio
     ins={"sale_features": dg.AssetIn(metadata={"allow_missing_partitions": True})},
 )
 def drift_report(
-    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame]
+    context: dg.AssetExecutionContext,
+    sale_features: dict[str, pd.DataFrame],
+    settings: ProjectConfigResource,
+    registry: ModelRegistry,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Data, target and prediction drift of the newest month against the training window (Evidently)."""
-    settings = monitoring_settings().drift
+    config = settings.get()
+    drift = config.monitoring.drift
+    reg = registry.get()
     checks = blocking_check_keys(_repository_def(context))
     ready = [m for m in sale_features if month_status(context.instance, m, checks).state == "ready"]
     held_back = sorted(set(sale_features) - set(ready))
-    current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), settings.reference_months)
+    current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), drift.reference_months)
     frames = {
         "reference": pd.concat([sale_features[m] for m in reference], ignore_index=True),
         "current": sale_features[current],
     }
-    frames = _champion_predictions(settings, frames, context.log)
+    frames = _champion_predictions(reg, drift, frames, context.log)
+    window = f"{reference[0]}..{reference[-1]} ({len(reference)} months)"
 
     out_dir = homeprice_home() / "reports" / "drift" / current
-    summary = compute_drift(frames["reference"], frames["current"], settings, out_dir, current_label=current)
+    summary = compute_drift(
+        frames["reference"], frames["current"], drift, out_dir, current_label=current, reference_label=window
+    )
     context.log.info(
         f"drift {current} vs {reference[0]}..{reference[-1]}: share {summary.drift_share:.2f}, "
         f"drifted {summary.drifted_features}, dataset drift {summary.dataset_drift}"
     )
     mlflow_meta: dict[str, Any] = {}
     try:
-        logged = _log_to_mlflow(summary, settings, reference, context.run_id)
+        run_id, experiment_id = _log_to_mlflow(reg, summary, drift, reference, context.run_id)
     except Exception as exc:  # the report on disk and in Dagster is still worth having
         context.log.warning(f"drift report not logged to MLflow: {exc!r}")
-        logged = None
-    if logged:
-        run_id, experiment_id = logged
+    else:
         mlflow_meta = {"mlflow_run_id": run_id, "mlflow_experiment_id": experiment_id}
-        base = alert_settings().mlflow_base_url
+        base = reg.ui_url or config.alerts.mlflow_base_url
         if base:
             mlflow_meta["mlflow_run"] = dg.MetadataValue.url(
                 f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -178,12 +186,15 @@ def drift_report(
         table,
         metadata={
             "month": current,
-            "reference_months": f"{reference[0]}..{reference[-1]} ({len(reference)} months)",
+            "reference_months": window,
             "held_back_months": dg.MetadataValue.json(held_back),
             "reference_rows": summary.reference_rows,
             "reference_rows_used": summary.reference_rows_used,
             "current_rows": summary.current_rows,
             "dataset_drift": summary.dataset_drift,
+            "decision": summary.decision,
+            "stattest_threshold": drift.stattest_threshold or -1.0,
+            "feature_score_threshold": drift.feature_score_threshold or -1.0,
             "drift_share": summary.drift_share,
             "drift_share_threshold": summary.threshold,
             "drifted_features": dg.MetadataValue.json(summary.drifted_features),
@@ -199,4 +210,4 @@ def drift_report(
             **mlflow_meta,
         },
     )
-    yield drift_within_threshold(summary, settings.feature_score_threshold)
+    yield drift_within_threshold(summary, drift.feature_score_threshold)

@@ -1,7 +1,8 @@
 """Monitoring's share of the code location: the drift report, its check, the sensors and the notifier.
 
-Merge with ``dg.Definitions.merge(core, monitoring.defs)``; the ingest job and the ``landing`` resource
-come from the core definitions.
+Merge with ``dg.Definitions.merge(core, monitoring.build_defs(config))``; the ingest job and the ``landing``,
+``settings`` and ``registry`` resources come from the core definitions. Sensor intervals and the retrain
+policy are read from the configuration the code location loads with.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from homeprice_assets.monitoring.sensors import (
     build_retrain_sensor,
     build_run_failure_sensor,
 )
-from homeprice_assets.monitoring.settings import monitoring_settings
+from homeprice_assets.resources.config import ProjectConfigResource
 
 
-def build_defs() -> dg.Definitions:
-    automation = monitoring_settings().automation
+def build_defs(config: ProjectConfigResource | None = None) -> dg.Definitions:
+    project = (config or ProjectConfigResource.from_env()).get()
+    automation = project.monitoring.automation
     return dg.Definitions(
         assets=[drift_report],
         sensors=[
@@ -31,8 +33,5 @@ def build_defs() -> dg.Definitions:
             build_check_alert_sensor(automation.check_alert_sensor_interval_seconds),
             build_promotion_alert_sensor(automation.check_alert_sensor_interval_seconds),
         ],
-        resources={"notifier": Notifier.from_settings()},
+        resources={"notifier": Notifier.from_settings(project.alerts)},
     )
-
-
-defs = build_defs()

@@ -19,6 +19,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class DriftSummary:
     prediction_drift: bool | None
     method: str
     columns: dict[str, ColumnDrift] = field(default_factory=dict)
+    reference_label: str = "reference"  # e.g. "2014-06..2016-05 (24 months)"
     html_path: str | None = None
     json_path: str | None = None
 
@@ -73,10 +75,55 @@ class DriftSummary:
     def score(self, column: str) -> float | None:
         return self.columns[column].score if column in self.columns else None
 
+    @property
+    def decision(self) -> str:
+        """The verdict in one sentence, with the rule that made it (shown in the report and the alert)."""
+        why = []
+        if self.drift_share >= self.threshold:
+            why.append(f"{self.drift_share:.0%} of features drifted (threshold {self.threshold:.0%})")
+        if self.strongly_drifted:
+            why.append("one feature past the single-feature threshold: " + ", ".join(self.strongly_drifted))
+        if self.dataset_drift and not why:
+            why.append("target drift counts (monitoring.drift.target_drift_counts)")
+        if self.dataset_drift:
+            return f"drift: {'; '.join(why)} -> the drift check fails (retrain under policy drift/both)"
+        return (
+            f"no drift: {self.drift_share:.0%} of features drifted (threshold {self.threshold:.0%}) and no "
+            "feature past the single-feature threshold -> the drift check passes, nothing is retrained for it"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["feature_scores"] = self.feature_scores
+        out["decision"] = self.decision
         return out
+
+
+# Evidently's own per-column threshold for the distances it picks on large samples (normed Wasserstein,
+# Jensen-Shannon); ``stattest_threshold: null`` means this.
+EVIDENTLY_DISTANCE_THRESHOLD = 0.1
+
+
+def decide(
+    scores: dict[str, float], settings: DriftSettings, drifted: list[str] | None = None
+) -> tuple[bool, float, list[str]]:
+    """(dataset drift?, share of features drifted, strongly drifted features) from per-feature distances.
+
+    ``drifted`` are the features whose own test flagged them (Evidently, with the same per-column threshold);
+    without it a feature counts as drifted when its distance reaches ``stattest_threshold``. The one rule
+    for the asset, its check, the report header and the calibration bench (bench/drift_calibration.py).
+    """
+    if not scores:
+        raise ValueError("drift: no feature scores to decide on")
+    column = settings.stattest_threshold or EVIDENTLY_DISTANCE_THRESHOLD
+    flagged = drifted if drifted is not None else [c for c, v in scores.items() if v >= column]
+    share = len(flagged) / len(scores)
+    strong = [
+        c
+        for c, v in scores.items()
+        if settings.feature_score_threshold is not None and v >= settings.feature_score_threshold
+    ]
+    return share >= settings.drift_share_threshold or bool(strong), share, strong
 
 
 # Evidently's distance-type tests (drift = score >= threshold); everything else reports a p-value.
@@ -104,6 +151,7 @@ def compute_drift(
     settings: DriftSettings | None = None,
     out_dir: str | Path | None = None,
     current_label: str = "current",
+    reference_label: str = "reference",
 ) -> DriftSummary:
     """Compare ``current`` with ``reference`` feature tables (``sale_features`` rows).
 
@@ -111,6 +159,7 @@ def compute_drift(
     ``prediction``. With ``out_dir`` the Evidently HTML report and a JSON summary are written there.
     """
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     settings = settings or DriftSettings()
@@ -137,10 +186,17 @@ def compute_drift(
     )
     ref_ds = Dataset.from_pandas(_frame(reference_used, columns), data_definition=definition)
     cur_ds = Dataset.from_pandas(_frame(current, columns), data_definition=definition)
-    preset = DataDriftPreset(columns=columns, threshold=settings.stattest_threshold)
+    # The preset covers the features only, with our share threshold, so the page's own "Dataset Drift is
+    # (NOT) detected" uses the same columns and threshold as the decision; target and prediction alongside.
+    preset = DataDriftPreset(
+        columns=features, threshold=settings.stattest_threshold, drift_share=settings.drift_share_threshold
+    )
+    extras = [
+        ValueDrift(column=c, threshold=settings.stattest_threshold) for c in columns if c not in features
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns on constant columns inside Evidently's correlations
-        snapshot = Report([preset]).run(cur_ds, ref_ds)
+        snapshot = Report([preset, *extras]).run(cur_ds, ref_ds)
 
     results: dict[str, ColumnDrift] = {}
     for metric in snapshot.dict()["metrics"]:
@@ -154,16 +210,11 @@ def compute_drift(
         results[col] = ColumnDrift(col, kinds[col], method, threshold, score, drifted, distance)
 
     drifted_features = [c for c in features if results[c].drifted]
-    share = len(drifted_features) / len(features)
     target_drift = results[TARGET].drifted if TARGET in results else None
     prediction_drift = results[PREDICTION].drifted if PREDICTION in results else None
-    strong = [
-        c
-        for c in features
-        if settings.feature_score_threshold is not None
-        and results[c].is_distance
-        and results[c].score >= settings.feature_score_threshold
-    ]
+    distances = {c: results[c].score for c in features if results[c].is_distance}
+    _, share, strong = decide({c: results[c].score for c in features}, settings, drifted=drifted_features)
+    strong = [c for c in strong if c in distances]  # p-values are not distances: no single-feature rule
     dataset_drift = (
         share >= settings.drift_share_threshold
         or bool(strong)
@@ -185,13 +236,61 @@ def compute_drift(
         prediction_drift=prediction_drift,
         method="Evidently DataDriftPreset: " + "; ".join(methods),
         columns=results,
+        reference_label=reference_label,
     )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         html_path, json_path = out / "drift_report.html", out / "drift_summary.json"
         snapshot.save_html(str(html_path))
+        _add_decision_header(html_path, summary, settings)
         paths = {"html_path": str(html_path), "json_path": str(json_path)}
         summary = DriftSummary(**{**summary.__dict__, **paths})
         json_path.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     return summary
+
+
+def decision_html(summary: DriftSummary, settings: DriftSettings) -> str:
+    """Our section on top of Evidently's page: the month, the reference window, the scores and the verdict."""
+    column = settings.stattest_threshold or EVIDENTLY_DISTANCE_THRESHOLD
+    rows = "".join(
+        f"<tr><td>{escape(d.column)}</td><td>{escape(d.kind)}</td><td>{d.score:.3f}</td>"
+        f"<td>{d.threshold:g}</td><td>{'drifted' if d.drifted else ''}"
+        f"{' (strong)' if d.column in summary.strongly_drifted else ''}</td></tr>"
+        for d in sorted(summary.columns.values(), key=lambda d: (d.kind != "feature", -d.score))
+    )
+    colour = "#b00020" if summary.dataset_drift else "#1b5e20"
+    strong = (
+        f"any one feature at a distance of {settings.feature_score_threshold:g} or more"
+        if settings.feature_score_threshold is not None
+        else "no single-feature rule"
+    )
+    return (
+        '<section id="homeprice-drift-decision" style="font-family:sans-serif;margin:16px;padding:12px;'
+        f'border:2px solid {colour};border-radius:6px;background:#fff">'
+        f"<h2 style='margin-top:0'>homeprice drift report: {escape(summary.current_label)}</h2>"
+        f"<p><b>Month measured:</b> {escape(summary.current_label)} ({summary.current_rows:,} sales)<br>"
+        f"<b>Reference window:</b> {escape(summary.reference_label)} ({summary.reference_rows:,} sales, "
+        f"{summary.reference_rows_used:,} used)<br>"
+        f"<b>Rule:</b> drift when at least {summary.threshold:.0%} of the {len(summary.feature_columns)} "
+        f"features drifted (per-column threshold {column:g}), or {strong}.<br>"
+        f"<b>Share of features drifted:</b> {summary.drift_share:.0%}<br>"
+        f"<b style='color:{colour}'>Decision: {escape(summary.decision)}</b></p>"
+        "<p>The Evidently page below measures the same features with the same per-column and share "
+        "thresholds; its own dataset verdict knows only the share rule, the single-feature rule is ours.</p>"
+        "<table border='1' cellpadding='3' style='border-collapse:collapse'>"
+        "<tr><th>column</th><th>kind</th><th>score (distance)</th><th>threshold</th><th></th></tr>"
+        f"{rows}</table></section>"
+    )
+
+
+def _add_decision_header(path: Path, summary: DriftSummary, settings: DriftSettings) -> None:
+    html = path.read_text(encoding="utf-8")
+    section = decision_html(summary, settings)
+    at = html.find("<body")
+    if at >= 0:
+        at = html.index(">", at) + 1
+        html = html[:at] + section + html[at:]
+    else:
+        html = section + html
+    path.write_text(html, encoding="utf-8")

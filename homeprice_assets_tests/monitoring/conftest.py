@@ -173,8 +173,13 @@ class Location:
 
 
 def build_location(
-    instance: dg.DagsterInstance, home: Path, notifier: Notifier, automation: AutomationSettings
+    instance: dg.DagsterInstance,
+    home: Path,
+    notifier: Notifier,
+    automation: AutomationSettings,
+    overrides: dict | None = None,
 ) -> Location:
+    """``overrides`` are configuration sections merged over the defaults (the ``settings`` resource)."""
     from homeprice_assets import definitions as top
     from homeprice_assets.ingest.jobs import ingest_job
     from homeprice_assets.monitoring.assets import drift_report
@@ -185,6 +190,7 @@ def build_location(
         build_retrain_sensor,
         build_run_failure_sensor,
     )
+    from homeprice_assets.resources.config import ProjectConfigResource
     from homeprice_assets.resources.storage import ParquetStorage
 
     # Every asset of the code location as it stands (the model lifecycle joins once it exists), plus ours.
@@ -205,6 +211,7 @@ def build_location(
             "io_manager": ParquetStorage(base_dir=str(home / "storage")),
             "landing": landing,
             "notifier": notifier,
+            "settings": ProjectConfigResource(overrides=overrides or {}),
         },
     )
     return Location(defs, instance, landing, home)

@@ -6,7 +6,6 @@ in-process against a real SQLite instance, with real landed files from the bundl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,16 +24,8 @@ REFERENCE = ["2015-12", "2016-01", "2016-02", "2016-03", "2016-04", "2016-05"]
 NORMAL, SHIFTED = "2016-06", "2016-07"
 
 
-@pytest.fixture
-def small_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A six-month reference window keeps the test short; the config goes through the user's YAML path."""
-    path = tmp_path / "homeprice.yaml"
-    path.write_text("monitoring:\n  drift:\n    reference_months: 6\n")
-    monkeypatch.setenv("HOMEPRICE_CONFIG", str(path))
-    project_config.cache_clear()
-    yield
-    monkeypatch.delenv("HOMEPRICE_CONFIG")
-    project_config.cache_clear()
+# A six-month reference window keeps the test short; configuration goes in through the settings resource.
+SMALL_WINDOW = {"monitoring": {"drift": {"reference_months": 6}}}
 
 
 class Driver:
@@ -78,7 +69,6 @@ def _drift_metadata(instance: dg.DagsterInstance) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_normal_month_then_shifted_month(
-    small_window: None,
     instance: dg.DagsterInstance,
     tmp_path: Path,
     notifier: Notifier,
@@ -87,7 +77,7 @@ def test_normal_month_then_shifted_month(
     bundled_sales: pd.DataFrame,
 ) -> None:
     location = build_location(
-        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="drift")
+        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="drift"), SMALL_WINDOW
     )
     lifecycle_defined = (
         dg.AssetKey("training_set") in location.defs.resolve_asset_graph().get_all_asset_keys()
@@ -182,7 +172,7 @@ def test_normal_month_then_shifted_month(
 
     # Policy "new_data" on the same history: the newest ready month is retrained without any drift.
     new_data = build_location(
-        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data")
+        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data"), SMALL_WINDOW
     )
     tick = new_data.tick("retrain_sensor", None)
     if lifecycle_defined:

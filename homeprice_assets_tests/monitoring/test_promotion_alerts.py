@@ -5,7 +5,6 @@ Runs the lead's lifecycle assets in-process on 18 months of the bundled data (sl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,21 +17,11 @@ from homeprice_assets.monitoring.settings import AutomationSettings
 
 from .conftest import SmtpReceiver, WebhookReceiver, apply, build_location
 
-
-@pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    path = tmp_path / "homeprice.yaml"
-    path.write_text("training:\n  explain_sample: 200\n")
-    monkeypatch.setenv("HOMEPRICE_CONFIG", str(path))
-    project_config.cache_clear()
-    yield path
-    monkeypatch.delenv("HOMEPRICE_CONFIG")
-    project_config.cache_clear()
+FAST = {"training": {"explain_sample": 200}}
 
 
 @pytest.mark.slow
 def test_promotion_succeeded_then_blocked(
-    config_file: Path,
     instance: dg.DagsterInstance,
     tmp_path: Path,
     notifier: Notifier,
@@ -40,7 +29,7 @@ def test_promotion_succeeded_then_blocked(
     smtp: SmtpReceiver,
 ) -> None:
     location = build_location(
-        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data")
+        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data"), FAST
     )
     if dg.AssetKey("promoted_model") not in location.defs.resolve_asset_graph().get_all_asset_keys():
         pytest.skip("the model lifecycle is not in the code location yet")
@@ -70,8 +59,10 @@ def test_promotion_succeeded_then_blocked(
     assert meta["prediction_drift"].value in ("True", "False") and meta["month"].value == "2016-06"
 
     # A stricter absolute gate: the next challenger (as the monthly schedule would train it) is blocked.
-    config_file.write_text("training:\n  explain_sample: 200\npromotion:\n  max_mdape: 0.01\n")
-    project_config.cache_clear()
+    strict = {**FAST, "promotion": {"max_mdape": 0.01}}
+    location = build_location(
+        instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data"), strict
+    )
     second = location.execute(dg.RunRequest(asset_selection=retrain.asset_selection))
     gates = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
     assert gates["absolute_accuracy"] is False

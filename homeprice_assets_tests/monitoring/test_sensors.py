@@ -156,11 +156,9 @@ def test_failed_rows_read_from_check_metadata() -> None:
 
 def test_monitoring_definitions_merge_into_the_code_location() -> None:
     from homeprice_assets import definitions as top
-    from homeprice_assets.monitoring.definitions import defs as monitoring_defs
 
-    merged = dg.Definitions.merge(top.defs, monitoring_defs)
-    dg.Definitions.validate_loadable(merged)
-    repo = merged.get_repository_def()
+    dg.Definitions.validate_loadable(top.defs)
+    repo = top.defs.get_repository_def()
     assert {s.name for s in repo.sensor_defs} >= {
         "landing_sensor",
         "retrain_sensor",

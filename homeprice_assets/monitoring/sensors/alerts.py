@@ -31,7 +31,8 @@ from homeprice_assets.monitoring.sensors.common import (
     metadata_in_run,
     values,
 )
-from homeprice_assets.monitoring.settings import alert_settings, monitoring_settings
+from homeprice_assets.resources.config import ProjectConfigResource
+from homeprice_assets.resources.registry import ModelRegistry, Registry
 
 PRICE_LEVEL_CHECK = "price_level"
 
@@ -153,9 +154,15 @@ def build_check_alert_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Failed asset checks (ERROR severity; WARN too if configured) and drift become alerts.",
     )
-    def check_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SensorResult:
+    def check_alert_sensor(
+        context: dg.SensorEvaluationContext,
+        notifier: Notifier,
+        settings: ProjectConfigResource,
+        registry: ModelRegistry,
+    ) -> dg.SensorResult:
         """Cursor: {"after": {check: watermark id}, "done": {check: [ids above it already handled]}}."""
-        warn = alert_settings().alert_on_warn_checks if alert_on_warn is None else alert_on_warn
+        warn = settings.get().alerts.alert_on_warn_checks if alert_on_warn is None else alert_on_warn
+        reg = registry.get()
         state = load_cursor(context.cursor)
         if "after" not in state:  # the cursor of earlier releases: {check: newest id handled}
             state = {"after": {k: int(v) for k, v in state.items()}, "done": {}}
@@ -208,7 +215,9 @@ def build_check_alert_sensor(
                             run_id=record.run_id,
                         )
                     )
-        alerts.extend(_blocked_alert(instance, notifier, run_id, gates) for run_id, gates in blocked.items())
+        alerts.extend(
+            _blocked_alert(instance, notifier, reg, run_id, gates) for run_id, gates in blocked.items()
+        )
         for alert in alerts:
             notifier.send(alert, context.log)
         note = f"; waiting for planned check(s) {waiting}" if waiting else ""
@@ -266,34 +275,29 @@ def _price_level_alert(
     )
 
 
-def _mlflow_run_of(model_name: str, version: str | None) -> tuple[str | None, str | None]:
+def _mlflow_run_of(registry: Registry, version: str | None) -> tuple[str | None, str | None]:
     """(run id, experiment id) behind a registered model version, when the registry can say."""
-    if not version or version == "none":
+    if not version or version in ("none", "?"):
         return None, None
     try:
-        from mlflow import MlflowClient
-
-        from homeprice_assets.config import mlflow_tracking_uri
-
-        client = MlflowClient(tracking_uri=mlflow_tracking_uri())
-        run_id = client.get_model_version(model_name, str(version)).run_id
-        return run_id, client.get_run(run_id).info.experiment_id
+        run_id = registry.get_version(version).run_id
+        return run_id, registry.client.get_run(run_id).info.experiment_id
     except Exception:
         return None, None
 
 
-def _model_name() -> str:
-    return monitoring_settings().drift.model_name
-
-
 def _blocked_alert(
-    instance: dg.DagsterInstance, notifier: Notifier, run_id: str, gates: dict[str, dict[str, Any]]
+    instance: dg.DagsterInstance,
+    notifier: Notifier,
+    registry: Registry,
+    run_id: str,
+    gates: dict[str, dict[str, Any]],
 ) -> messages.Alert:
     """One alert per blocked challenger, naming every gate it failed with that gate's figures."""
     report = metadata_in_run(instance, VALIDATION_REPORT, run_id)
     version = str(report.get("challenger_version", "?"))
-    name = _model_name()
-    mlflow_run, experiment = _mlflow_run_of(name, version)
+    name = registry.model_name
+    mlflow_run, experiment = _mlflow_run_of(registry, version)
     figures = {g: {k: v for k, v in m.items() if isinstance(v, int | float | str)} for g, m in gates.items()}
     return messages.promotion_blocked(
         notifier.links,
@@ -319,7 +323,10 @@ def build_promotion_alert_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Promotions (promoted_model materializations that moved the champion) become alerts.",
     )
-    def promotion_alert_sensor(context: dg.SensorEvaluationContext, notifier: Notifier) -> dg.SkipReason:
+    def promotion_alert_sensor(
+        context: dg.SensorEvaluationContext, notifier: Notifier, registry: ModelRegistry
+    ) -> dg.SkipReason:
+        reg = registry.get()
         after = int(load_cursor(context.cursor).get("promoted_id", 0))
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=PROMOTED_MODEL, after_storage_id=after), limit=100, ascending=True
@@ -331,11 +338,10 @@ def build_promotion_alert_sensor(
             if not meta.get("changed"):
                 continue
             report = metadata_in_run(context.instance, VALIDATION_REPORT, record.run_id)
-            model_uri = str(meta.get("model_uri", ""))
-            model = model_uri.removeprefix("models:/").split("@")[0] or _model_name()
+            model = reg.model_name
             new = str(meta.get("champion_version"))
             old = meta.get("previous_version")
-            mlflow_run, experiment = _mlflow_run_of(model, new)
+            mlflow_run, experiment = _mlflow_run_of(reg, new)
             new_value = report.get(f"challenger_{metric}")
             old_value = report.get(f"champion_{metric}")
             alert = messages.promotion_succeeded(

@@ -16,7 +16,7 @@ from homeprice_assets.monitoring.sensors.common import (
     load_cursor,
     values,
 )
-from homeprice_assets.monitoring.settings import AutomationSettings, monitoring_settings
+from homeprice_assets.monitoring.settings import AutomationSettings
 
 MONITORING_TARGET = dg.AssetSelection.assets(SALE_FEATURES).downstream() - dg.AssetSelection.groups(
     "ingest", "features"
@@ -34,9 +34,7 @@ def first_start_watermark(instance: dg.DagsterInstance) -> int:
     return records[0].storage_id if records else 0
 
 
-def build_retrain_sensor(
-    settings: AutomationSettings | None = None, name: str = "retrain_sensor"
-) -> dg.SensorDefinition:
+def build_retrain_sensor(settings: AutomationSettings, name: str = "retrain_sensor") -> dg.SensorDefinition:
     """Ready months -> drift report and/or retraining, by ``monitoring.automation.retrain_policy``.
 
     Waits for the blocking checks of the data the model consumes (raw, clean, features of that month): a
@@ -45,7 +43,7 @@ def build_retrain_sensor(
     ``sale_features`` outside ingest/features; a retrain materializes the ``retrain_group`` (default
     ``training``: the model lifecycle job's assets).
     """
-    s = settings or monitoring_settings().automation
+    s = settings
 
     @dg.sensor(
         name=name,
