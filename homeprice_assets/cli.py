@@ -154,10 +154,13 @@ def _print_next_steps(started: float, trained: bool) -> None:
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Where to look next:")
     print(f"  project home     {homeprice_home()}")
     print("  Dagster UI       make dev   -> http://127.0.0.1:3000")
-    print(
-        f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {mlflow_tracking_uri()} "
-        "-> http://127.0.0.1:5000"
-    )
+    if mlflow_tracking_uri().startswith(("http://", "https://")):  # a tracking server has its own UI
+        print(f"  MLflow UI        {mlflow_tracking_uri()}")
+    else:
+        print(
+            f"  MLflow UI        .venv/bin/mlflow ui --backend-store-uri {mlflow_tracking_uri()} "
+            "-> http://127.0.0.1:5000"
+        )
     registry = Registry()
     champion = registry.version(CHAMPION)
     if champion is not None:
@@ -180,6 +183,48 @@ def cmd_dev(args: argparse.Namespace) -> int:
     cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(args.port)]
     print(" ".join(cmd), f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     return subprocess.call(cmd, cwd=REPO_ROOT)
+
+
+def _preflight() -> None:
+    """Production: reach every store now (PreflightError names each one that does not answer)."""
+    from homeprice_assets.profiles import preflight, resolve_name
+
+    if resolve_name() == "production":
+        preflight()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """The profile's stores, each reached once: 0 when all answer, 3 (naming each failure) otherwise."""
+    from homeprice_assets.profiles import (
+        PIPELINE_STORES,
+        PreflightError,
+        env_file_path,
+        preflight,
+        redact,
+        resolve_name,
+    )
+
+    profile = resolve_name()
+    print(f"profile      {profile}")
+    if profile == "production":
+        path, _ = env_file_path()
+        print(f"  env file   {path if path.is_file() else 'none (the environment only)'}")
+    if profile == "local":
+        for var in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "HOMEPRICE_HOME"):
+            print(f"  {var}={redact(os.environ.get(var, ''))}")
+    remote = {s.var: os.environ.get(s.var, "") for s in PIPELINE_STORES}
+    stores = [
+        s
+        for s in PIPELINE_STORES
+        if "://" in remote[s.var] and not remote[s.var].startswith(("sqlite", "file"))
+    ]
+    checks = preflight(stores, raise_on_error=False)
+    for check in checks:
+        print(f"  {check.line()}")
+    if not all(c.ok for c in checks):
+        raise PreflightError(checks)
+    print(f"all {len(checks)} store(s) answered" if checks else "no remote store configured")
+    return 0
 
 
 def _rollout_registry() -> Registry:
@@ -281,24 +326,46 @@ def build_parser() -> argparse.ArgumentParser:
     p_rollback = sub.add_parser("rollback", help="move champion back to previous (or to --to VERSION)")
     p_rollback.add_argument("--to", default=None, help="version to make champion (default: previous)")
     p_rollback.set_defaults(func=cmd_rollback)
+
+    p_check = sub.add_parser(
+        "check", help="validate the profile and reach every store (PostgreSQL, S3, MLflow)"
+    )
+    p_check.set_defaults(func=cmd_check)
+    _add_profile_flags(parser, sub)
     return parser
 
 
+def _add_profile_flags(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """``--profile`` before or after the command (``homeprice --profile production run``, ``homeprice dev
+    --profile production``); the subcommands' copies never reset the global one (SUPPRESS)."""
+    text = "local (default) or production: every store in its production place ($HOMEPRICE_PROFILE)"
+    parser.add_argument("--profile", default=None, help=text)
+    for command in sub.choices.values():
+        command.add_argument("--profile", default=argparse.SUPPRESS, help=text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from homeprice_assets.profiles import PreflightError
+
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=Warning, module=r"(dagster|mlflow|homeprice_assets)\b")
-    apply_env_defaults()
     if getattr(args, "source", None) is None and hasattr(args, "source"):
         from homeprice_assets.config import BUNDLED_DATA
 
         args.source = BUNDLED_DATA
     if getattr(args, "landing", None):
-        os.environ["HOMEPRICE_LANDING_URL"] = args.landing
+        os.environ["HOMEPRICE_LANDING_URL"] = args.landing  # before the profile: it validates this too
     try:
+        apply_env_defaults(getattr(args, "profile", None))
+        if args.func is not cmd_check:
+            _preflight()  # every store answers before any command touches one
         return args.func(args)
     except ValueError as exc:  # configuration and input errors: say what is wrong, no traceback
         print(f"homeprice: error: {exc}", file=sys.stderr)
         return 2
+    except PreflightError as exc:  # a store is down or unreachable: name it, before anything ran
+        print(f"homeprice: error: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

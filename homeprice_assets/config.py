@@ -250,11 +250,17 @@ def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{homeprice_home() / 'mlflow.db'}"
 
 
-def apply_env_defaults() -> dict[str, str]:
-    """Point every store at the project home unless the environment already says otherwise.
+def apply_env_defaults(profile: str | None = None) -> dict[str, str]:
+    """Point every store at the project home unless the environment (or the profile) already says otherwise.
 
-    Used by the ``homeprice`` command (and so by ``make run`` / ``make dev``); returns what it set.
+    ``profile`` (default ``$HOMEPRICE_PROFILE``, else ``local``): ``production`` first reads its env file and
+    refuses a missing or local store, naming it (``homeprice_assets.profiles``); the local defaults below
+    then fill only what is still unset (scratch folders, BentoML home). Used by the ``homeprice`` command
+    (and so by ``make run`` / ``make dev``); returns what it set.
     """
+    from homeprice_assets.profiles import apply_profile
+
+    applied = apply_profile(profile)
     home = homeprice_home()
     defaults = {
         "HOMEPRICE_HOME": str(home),
@@ -271,6 +277,7 @@ def apply_env_defaults() -> dict[str, str]:
         defaults["DAGSTER_HOME"] = str(home / "dagster")
     set_now = {k: v for k, v in defaults.items() if not os.environ.get(k)}
     os.environ.update(set_now)
+    set_now.update({k: os.environ[k] for k in applied.from_file})
     Path(os.environ["HOMEPRICE_DAGSTER_STORAGE"]).mkdir(parents=True, exist_ok=True)
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     return set_now
