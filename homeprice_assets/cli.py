@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    import dagster as dg
-
+    from homeprice_assets.ingest.report import IngestReport
     from homeprice_assets.resources.registry import Registry
 
 from homeprice_assets.config import REPO_ROOT, apply_env_defaults, homeprice_home, mlflow_tracking_uri
@@ -47,59 +46,33 @@ def cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
-# In-process runs log every event to the console; the progress bar and the UI say enough.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# In-process ingest runs print nothing: each month's outcome (and the reason it failed) is printed once after.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def run_ingest(months: Sequence[str] | None = None) -> dict[str, str]:
+def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
     """Register landed months as partitions and run the ingest job, in-process, for each whose files changed.
 
-    Returns month -> "ran", "unchanged" (the same files were ingested successfully before) or "failed".
+    Each month is "ran", "unchanged" (the same files were ingested successfully before), "failed", or
+    "failed_before" (the same files failed before: not retried until they or the data settings change).
     """
     import dagster as dg
 
+    from homeprice_assets.config import project_config
     from homeprice_assets.definitions import defs
+    from homeprice_assets.ingest.report import ingest_months
     from homeprice_assets.partitions import register_months
-    from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, month_digest
 
-    instance = dg.DagsterInstance.get()
-    landing = defs.resources["landing"]
-    files = landing.list_files()
-    todo = list(months) if months is not None else sorted({f.month for f in files})
-    register_months(instance, todo)
-    job = defs.resolve_job_def("ingest_job")
-    results = {}
-    for month in tqdm(todo, desc="ingest", unit="month", file=sys.stderr, disable=None):
-        digest = month_digest(files, month)
-        if _already_ingested(instance, month, digest):
-            results[month] = "unchanged"  # the same files were ingested successfully before
-            continue
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=month,
-            raise_on_error=False,
-            run_config=QUIET,
-            tags={LANDED_DIGEST_TAG: digest},
-        )
-        results[month] = "ran" if result.success else "failed"
-    return results
-
-
-def _already_ingested(instance: dg.DagsterInstance, month: str, digest: str) -> bool:
-    """A successful ingest run of exactly these files exists (so `homeprice run` again only retrains)."""
-    import dagster as dg
-
-    from homeprice_assets.resources.landing import LANDED_DIGEST_TAG
-
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name="ingest_job",
-            statuses=[dg.DagsterRunStatus.SUCCESS],
-            tags={"dagster/partition": month, LANDED_DIGEST_TAG: digest},
-        ),
-        limit=1,
+    return ingest_months(
+        defs.resolve_job_def("ingest_job"),
+        dg.DagsterInstance.get(),
+        defs.resources["landing"],
+        months,
+        run_config=QUIET,
+        config=project_config().data,
+        progress=lambda it: tqdm(list(it), desc="ingest", unit="month", file=sys.stderr, disable=None),
+        register=register_months,
     )
-    return bool(runs)
 
 
 def run_lifecycle() -> bool:
@@ -122,15 +95,11 @@ def run_lifecycle() -> bool:
     return result.success
 
 
-def _report_ingest(results: dict[str, str]) -> list[str]:
-    failed = [m for m, state in results.items() if state == "failed"]
-    ran = sum(state == "ran" for state in results.values())
-    print(
-        f"ingested {len(results) - len(failed)}/{len(results)} month(s): {ran} run(s), "
-        f"{len(results) - len(failed) - ran} unchanged"
-        + (f"; failed: {', '.join(failed)} (see the Dagster UI)" if failed else "")
-    )
-    return failed
+def _report_ingest(report: IngestReport) -> list[str]:
+    """One line per month (with the reasons of a failure, never a traceback); returns the failed months."""
+    for line in report.lines():
+        print(line)
+    return report.failed
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -143,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd_land(args)
     results = run_ingest()
     failed = _report_ingest(results)
-    trained = run_lifecycle() if len(failed) < len(results) else False
+    trained = run_lifecycle() if len(failed) < len(results.months) else False
     _print_next_steps(started, trained)
     return 1 if failed or not trained else 0
 
