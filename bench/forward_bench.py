@@ -104,6 +104,7 @@ def forward_year(
 ) -> pd.DataFrame:
     """Rows (year, period, model) for test year ``year``: the year, then each quarter."""
     split = time_split(table, validation_months=12, window_months=72, end_month=f"{year}-12")
+    training = load_config().training  # the served configuration: interval level, calibration months
     test = split.validation
     y = test["sale_price"].to_numpy(dtype=float)
     quarter = pd.to_datetime(test["sale_date"]).dt.quarter.to_numpy()
@@ -111,7 +112,14 @@ def forward_year(
     for name in models:
         started = time.perf_counter()
         if name == "model":
-            pred = fit_price_model(split.train, params or {}).predict(None, model_inputs(test))
+            model = fit_price_model(
+                split.train,
+                params or {},
+                interval_level=training.interval_level,
+                calibration_months=training.calibration_months,
+                early_stopping_months=training.early_stopping_months,
+            )
+            pred = model.predict(None, model_inputs(test))
         elif name == "plain_lightgbm":
             pred = plain_lightgbm(split.train)(test)
         elif name == "hedonic":

@@ -71,6 +71,10 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     _explainer: Any = None
     _codes: dict[str, int] | None = None
     bounds: dict[str, float] | None = None  # training range of BOUNDED_FIELDS; None: logged before bounds
+    # Months from the calibration model's last training month to each calibration sale (aligned with
+    # ``calibration_scores``); None: one interval width for every horizon (models logged before).
+    calibration_horizons: np.ndarray | None = None
+    _horizon_widths: dict[float, np.ndarray] | None = None
     input_fields: list[str] = list(INPUT_FIELDS)
 
     def __init__(
@@ -87,12 +91,13 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         facts: dict[str, Any] | None = None,
         input_fields: list[str] | None = None,
         bounds: Mapping[str, float] | None = None,
+        calibration_horizons: np.ndarray | None = None,
     ) -> None:
         self.booster = booster
         self.index = index
         self.feature_names = list(feature_names)
         self.location_categories = list(location_categories)
-        self.calibration_scores = np.sort(np.asarray(calibration_scores, dtype=float))
+        self.set_calibration(calibration_scores, calibration_horizons)
         self.interval_level = float(interval_level)
         self.trained_through = trained_through
         self.locations = dict(locations)
@@ -109,6 +114,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         state = self.__dict__.copy()
         state["_explainer"] = None  # rebuilt on demand; SHAP explainers do not pickle reliably
         state["_codes"] = None  # a cache of location_categories
+        state["_horizon_widths"] = None  # a cache of horizon_half_widths
         return state
 
     # ---------------------------------------------------------------------------------------------------
@@ -126,6 +132,57 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     @property
     def uses_coordinates(self) -> bool:
         return all(c in self.input_fields for c in COORDINATE_INPUTS)
+
+    def set_calibration(self, scores: Any, horizons: Any = None) -> None:
+        """Conformal scores (|log error| on sales the trees never saw), with their horizons when known."""
+        scores = np.asarray(scores, dtype=float)
+        order = np.argsort(scores, kind="stable")
+        self.calibration_scores = scores[order]
+        if horizons is not None:
+            horizons = np.asarray(horizons, dtype=float)
+            if horizons.shape != scores.shape:
+                raise ValueError(f"calibration_horizons: {horizons.shape} for {scores.shape} scores")
+            self.calibration_horizons = horizons[order]
+        else:
+            self.calibration_horizons = None
+        self._horizon_widths = None
+
+    def horizon_half_widths(self, level: float | None = None) -> np.ndarray:
+        """Half-width (log units) for horizons 1..H months after ``trained_through`` (entry h-1).
+
+        Error grows with the horizon (the price level is forecast further), so one width for every horizon
+        under-covers late months. Each horizon's width is the split-conformal quantile of the scores taken
+        that many months (+-1, for sample size) after the calibration model's cut-off, made non-decreasing.
+        Horizons beyond the calibrated ones keep the last width.
+        """
+        level = self.interval_level if level is None else float(level)
+        cache = self._horizon_widths
+        if cache is None:
+            cache = self._horizon_widths = {}
+        if level not in cache:
+            scores, horizons = self.calibration_scores, self.calibration_horizons
+            last = int(np.nanmax(horizons)) if horizons is not None and len(horizons) else 0
+            widths = []
+            for h in range(1, max(last, 1) + 1):
+                near = scores[np.abs(horizons - h) <= 1] if last else scores
+                n = len(near)
+                k = int(np.ceil((n + 1) * level))
+                widths.append(float(near[min(k, n) - 1]) if n else self.conformal_quantile(level))
+            cache[level] = np.maximum.accumulate(np.array(widths))
+        return cache[level]
+
+    def interval_half_widths(self, months: np.ndarray, level: float | None = None) -> np.ndarray:
+        """Per-row half-width (log units) for homes valued at ``months`` (months since the origin).
+
+        Months up to ``trained_through`` (or missing) count as horizon 1; models without calibration
+        horizons use one width for all rows.
+        """
+        months = np.asarray(months, dtype=float)
+        if self.calibration_horizons is None or not len(self.calibration_horizons):
+            return np.full(len(months), self.conformal_quantile(level))
+        widths = self.horizon_half_widths(level)
+        ahead = np.nan_to_num(months - self.reference_month, nan=1.0)
+        return widths[np.clip(ahead, 1, len(widths)).astype(int) - 1]
 
     def conformal_quantile(self, level: float | None = None) -> float:
         """Split-conformal half-width (log units) for ``level``, with the finite-sample correction."""
@@ -182,14 +239,30 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
 
     def predict_log_columns(self, columns: Mapping[str, Any], n: int | None = None) -> np.ndarray:
         """Log price for raw input columns (arrays, lists or scalars, one entry per home)."""
+        return self._log_price(columns, n)[0]
+
+    def _log_price(self, columns: Mapping[str, Any], n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(log price, valued month) for raw input columns."""
         feats = self.feature_arrays(columns, n)
         x = self.design_matrix(feats)
         if not len(x):
-            return np.zeros(0)
+            return np.zeros(0), np.zeros(0)
         # One thread for small batches: OpenMP's thread start-up and spin-waiting cost more than the trees
-        # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default).
-        threads = 1 if len(x) <= _ONE_THREAD_ROWS else 0
-        return self.booster.predict(x, num_threads=threads) + self._index_values(feats)
+        # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default). Large batches use the
+        # threads the model was trained with (1 by default: on shared cores OpenMP spin-waiting costs more).
+        threads = 1 if len(x) <= _ONE_THREAD_ROWS else int(self.params.get("num_threads", 0) or 0)
+        log_price = self.booster.predict(x, num_threads=threads) + self._index_values(feats)
+        return log_price, feats["months_since_origin"]
+
+    def _priced(
+        self, log_price: np.ndarray, months: np.ndarray, level: float | None
+    ) -> dict[str, np.ndarray]:
+        q = self.interval_half_widths(months, level)
+        return {
+            "price": np.exp(log_price),
+            "price_lower": np.exp(log_price - q),
+            "price_upper": np.exp(log_price + q),
+        }
 
     def predict_columns(
         self, columns: Mapping[str, Any], interval_level: float | None = None
@@ -199,13 +272,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         The fast path: no DataFrame, no schema enforcement. Callers validate first (see
         ``check_request``); results equal ``predict``'s on the same rows.
         """
-        log_price = self.predict_log_columns(columns)
-        q = self.conformal_quantile(interval_level)
-        return {
-            "price": np.exp(log_price),
-            "price_lower": np.exp(log_price - q),
-            "price_upper": np.exp(log_price + q),
-        }
+        return self._priced(*self._log_price(columns), interval_level)
 
     # --------------------------------------------------------------------------- request checks
     def unknown_locations(self, locations: Any) -> np.ndarray:
@@ -275,16 +342,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
             out = self.predict_columns(model_input, level)
             return pd.DataFrame(out, columns=list(PRICE_COLUMNS))
         frame = pd.DataFrame(model_input)
-        log_price = self.predict_log_columns(frame_columns(frame), n=len(frame))
-        q = self.conformal_quantile(level)
-        return pd.DataFrame(
-            {
-                "price": np.exp(log_price),
-                "price_lower": np.exp(log_price - q),
-                "price_upper": np.exp(log_price + q),
-            },
-            index=frame.index,
-        )
+        out = self._priced(*self._log_price(frame_columns(frame), n=len(frame)), level)
+        return pd.DataFrame(out, index=frame.index)
 
     # ---------------------------------------------------------------------------------------------------
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -180,7 +180,7 @@ def prb(y: object, pred: object) -> tuple[float, float, float]:
         return float("nan"), float("nan"), float("nan")
     ratio = pred / y
     med = float(np.median(ratio))
-    x = np.log2(0.5 * pred / med + 0.5 * y)
+    x = np.log2(value_proxy(y, pred))
     z = (ratio - med) / med
     xc = x - x.mean()
     sxx = float(np.sum(xc**2))
@@ -218,17 +218,31 @@ def within_iaao(study: dict[str, float]) -> dict[str, bool]:
     }
 
 
-def value_deciles(pred: object, n: int = 10) -> np.ndarray:
-    """Decile (1..n) of each home's valuation.
+def value_proxy(y: object, pred: object) -> np.ndarray:
+    """IAAO's market-value proxy: half the valuation (over the median ratio), half the sale price.
 
-    Strata are cut on the valuation, not the sale price: stratifying by sale price puts the sale's own
-    noise into both the stratum and the ratio and shows a spurious regressivity (IAAO 2013, 6.2.4).
+    Strata and the PRB regression use it: cut on the sale price alone, the sale's own noise lands in both
+    the stratum and the ratio and shows a spurious regressivity; cut on the valuation alone, a spurious
+    progressivity. The proxy balances the two.
     """
-    (pred,) = _arrays(pred)
-    if not len(pred):
+    y, pred = _checked(y, pred)
+    if not len(y):
+        return np.zeros(0)
+    return 0.5 * pred / float(np.median(pred / y)) + 0.5 * y
+
+
+def deciles(values: object, n: int = 10) -> np.ndarray:
+    """Decile (1..n) of each value, by rank (ties broken by order)."""
+    (values,) = _arrays(values)
+    if not len(values):
         return np.zeros(0, dtype=int)
-    ranks = pd.Series(pred).rank(method="first").to_numpy()
-    return np.minimum((ranks - 1) * n // len(pred) + 1, n).astype(int)
+    ranks = pd.Series(values).rank(method="first").to_numpy()
+    return np.minimum((ranks - 1) * n // len(values) + 1, n).astype(int)
+
+
+def value_deciles(y: object, pred: object, n: int = 10) -> np.ndarray:
+    """Decile (1..n) of each home's value proxy (``value_proxy``): the strata of a ratio study."""
+    return deciles(value_proxy(y, pred), n)
 
 
 def ratio_study_by(y: object, pred: object, groups: object, name: str = "group") -> pd.DataFrame:

@@ -114,7 +114,7 @@ def fit_price_model(
     params: dict[str, Any] | None = None,
     *,
     interval_level: float = 0.8,
-    calibration_months: int = 3,
+    calibration_months: int = 12,
     early_stopping_months: int = 3,
     bounds: Mapping[str, float] | Any | None = None,
 ) -> HomePriceModel:
@@ -124,7 +124,10 @@ def fit_price_model(
     1. calibration slice = last ``calibration_months`` of ``train``; early-stopping slice = the months before;
     2. index on the rest, trees on log price minus index with early stopping, then refit on rest + ES months;
     3. conformal scores = |log error| on the calibration slice, with the index *forecast* into it, as serving
-       will forecast into the months after training;
+       will forecast into the months after training; each score keeps its horizon (months after the cut),
+       so the interval widens with the horizon as the error does (``HomePriceModel.horizon_half_widths``).
+       A history too short for ``calibration_months`` gets a shorter calibration slice (half of the
+       months left after early stopping, at least one), recorded in ``facts["calibration_months"]``;
     4. the index is refit on all of ``train`` (aligned to the old level) so the served level includes the
        newest months; with ``refit_on_calibration`` (default) the trees are refit on all of ``train`` too,
        keeping the scores of the trees that had not seen the calibration months (measured: MdAPE -0.1 to
@@ -137,6 +140,8 @@ def fit_price_model(
     started = time.perf_counter()
     lgb_params, own, index_params = _split_params(params or {})
     train = train.sort_values("sale_date", kind="stable")
+    span = len(month_of(train).unique())
+    calibration_months = max(1, min(calibration_months, (span - early_stopping_months) // 2))
     split = training_split(train, calibration_months, early_stopping_months)
     use_index = bool(own["use_market_index"])
     coordinates = all(c in train and train[c].notna().any() for c in COORDINATE_INPUTS)
@@ -203,7 +208,10 @@ def fit_price_model(
     if len(split.calibration):
         cal = split.calibration
         log_pred = model.predict_log(cal[input_fields])
-        model.calibration_scores = np.sort(np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred))
+        model.set_calibration(
+            np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred),
+            cal["months_since_origin"].to_numpy(dtype=float) - model.reference_month,
+        )
         refit = fit_index(train)
         if refit is not None and model.index is not None:
             # Align the refit index to the one the trees learned against, over the rows they learned from:
@@ -227,6 +235,7 @@ def fit_price_model(
         "train_rows": len(train),
         "fit_rows": len(fit_all),
         "calibration_rows": len(split.calibration),
+        "calibration_months": calibration_months,
         "early_stopping_rows": len(split.early_stopping),
         "ranges": split.ranges(),
         "best_iteration": best_iteration,

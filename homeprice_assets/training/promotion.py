@@ -196,6 +196,27 @@ def valuation_churn(inputs: GateInputs, s: PromotionSettings) -> Verdict:
     )
 
 
+@gate(
+    "vertical_equity",
+    "Challenger valuations vertically equitable: |PRB| (IAAO price-related bias: change of the sale ratio "
+    "each time value doubles) at most promotion.max_abs_prb; PRD reported alongside.",
+    "max_abs_prb",
+)
+def vertical_equity(inputs: GateInputs, s: PromotionSettings) -> Verdict:
+    prb, prd = inputs.challenger.get("prb"), inputs.challenger.get("prd")
+    figures: Figures = {"prb": prb, "prd": prd, "max_abs_prb": s.max_abs_prb}
+    if s.max_abs_prb is None:
+        return True, "vertical equity gate off", figures
+    if prb is None or prd is None:
+        return True, "vertical equity: PRB not measured for the challenger", figures
+    way = "cheap homes valued high relative to dear ones" if prb < 0 else "dear homes valued high"
+    return (
+        abs(prb) <= s.max_abs_prb,
+        f"challenger PRB {prb:+.3f} (max |{s.max_abs_prb:.3f}|; {way}), PRD {prd:.3f} (IAAO 0.98-1.03)",
+        figures,
+    )
+
+
 def evaluate_gates(
     challenger: Mapping[str, float],
     champion: Mapping[str, float] | None,

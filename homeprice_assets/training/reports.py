@@ -119,6 +119,10 @@ def validation_report(
             raise ValueError(f"predictions {name!r} have {len(p)} rows, validation has {len(y)}")
 
     model_metrics = {name: M.evaluate(y, p) for name, p in preds.items()}
+    ratio_studies = {name: ratio_study_summary(y, p["price"], locations) for name, p in preds.items()}
+    for name, study in ratio_studies.items():
+        # The level and equity figures sit with the accuracy ones: logged, gated on and diffed alike.
+        model_metrics[name].update({k: study["overall"][k] for k in RATIO_METRICS})
     by_month = {name: M.error_by(y, p["price"], months, "month") for name, p in preds.items()}
     by_location = {name: M.error_by(y, p["price"], locations, "location") for name, p in preds.items()}
     churn = None
@@ -146,6 +150,8 @@ def validation_report(
     ax.legend()
     month_plot = _save(fig, out / "error_by_month.png")
 
+    ratio_plot = ratio_study_plot(ratio_studies, out / "ratio_study.png")
+
     summary = {
         "title": title,
         "rows": len(y),
@@ -155,6 +161,8 @@ def validation_report(
         "churn_threshold": churn_threshold,
         "error_by_month": {k: v.to_dict(orient="records") for k, v in by_month.items()},
         "error_by_location": {k: v.to_dict(orient="records") for k, v in by_location.items()},
+        "ratio_study": ratio_studies,
+        "iaao_bands": {k: list(v) for k, v in M.IAAO_BANDS.items()},
         "facts": facts or {},
     }
     json_path = out / "validation_summary.json"
@@ -181,6 +189,7 @@ def validation_report(
             f"<h2>Valuation churn</h2><p>{churn:.1%} of validation homes change valuation by more than "
             f"{churn_threshold:.0%} between {champion} and {challenger}.</p>"
         )
+    body.append(ratio_study_html(ratio_studies, ratio_plot))
     body.append(f"<h2>Predicted vs actual</h2><img src='{png_base64(plot_path)}' alt='predicted vs actual'>")
     body.append(f"<h2>Error by month</h2><img src='{png_base64(month_plot)}' alt='error by month'>")
     for name, frame in by_month.items():
@@ -191,6 +200,103 @@ def validation_report(
     html_path = out / "validation_report.html"
     html_path.write_text(_page(title, "\n".join(body)))
     return ValidationReport(html_path=html_path, json_path=json_path, plot_path=plot_path, summary=summary)
+
+
+# ---------------------------------------------------------------------------------------------------------
+RATIO_METRICS = ("median_ratio", "cod", "prd", "prb")
+_BAND_TEXT = {
+    "median_ratio": "0.95-1.05",
+    "cod": "at most 15",
+    "prd": "0.98-1.03",
+    "prb": "within +-0.05",
+}
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return _json_safe(frame.to_dict(orient="records"))
+
+
+def ratio_study_summary(y: np.ndarray, price: Any, locations: np.ndarray) -> dict[str, Any]:
+    """IAAO ratio study of one model: overall (with the PRB interval and the band verdicts), by value
+    decile and by location."""
+    price = np.asarray(price, dtype=float)
+    overall = M.ratio_study(y, price)
+    deciles = M.value_deciles(y, price)
+    return {
+        "overall": overall,
+        "within_bands": M.within_iaao(overall),
+        "by_decile": _records(M.ratio_study_by(y, price, deciles, "decile")),
+        "by_location": _records(M.ratio_study_by(y, price, locations, "location")),
+    }
+
+
+def ratio_study_plot(studies: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Median ratio and COD by value decile, PRD and PRB per model, each with its IAAO band shaded."""
+    bands = M.IAAO_BANDS
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    (ax_ratio, ax_cod), (ax_prd, ax_prb) = axes
+    for ax, key in ((ax_ratio, "median_ratio"), (ax_cod, "cod")):
+        lo, hi = bands[key]
+        ax.axhspan(lo, hi, color="#2a9d2a", alpha=0.12, label=f"IAAO {_BAND_TEXT[key]}")
+        for name, study in studies.items():
+            frame = pd.DataFrame(study["by_decile"])
+            if len(frame):
+                ax.plot(frame["decile"], frame[key], marker="o", label=name)
+        ax.set(xlabel="value decile (IAAO proxy; 1 = cheapest)", xticks=range(1, 11))
+    ax_ratio.set(ylabel="median sale ratio", title="level by value decile")
+    ax_cod.set(ylabel="COD", title="uniformity by value decile", ylim=(0, None))
+    names = list(studies)
+    for ax, key in ((ax_prd, "prd"), (ax_prb, "prb")):
+        lo, hi = bands[key]
+        ax.axhspan(lo, hi, color="#2a9d2a", alpha=0.12, label=f"IAAO {_BAND_TEXT[key]}")
+        values = [studies[n]["overall"][key] for n in names]
+        if key == "prb":
+            low = [studies[n]["overall"]["prb_low"] for n in names]
+            high = [studies[n]["overall"]["prb_high"] for n in names]
+            err = np.array([np.subtract(values, low), np.subtract(high, values)])
+            ax.errorbar(range(len(names)), values, yerr=np.nan_to_num(err), fmt="o", capsize=4)
+        else:
+            ax.plot(range(len(names)), values, "o")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+    ax_prd.set(ylabel="PRD", title="vertical equity: price-related differential")
+    ax_prb.set(ylabel="PRB (95% interval)", title="vertical equity: price-related bias")
+    for ax in axes.ravel():
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def ratio_study_html(studies: dict[str, dict[str, Any]], plot: Path) -> str:
+    """The report's ratio-study section: one row per model, verdict per band, deciles, the figure."""
+    rows = []
+    for name, study in studies.items():
+        o, ok = study["overall"], study["within_bands"]
+        row: dict[str, Any] = {"model": name}
+        for key in RATIO_METRICS:
+            verdict = "" if key not in ok else (" (in band)" if ok[key] else " (OUT of band)")
+            fmt = "{:+.3f}" if key == "prb" else ("{:.2f}" if key == "cod" else "{:.3f}")
+            row[key] = fmt.format(o[key]) + verdict if np.isfinite(o[key]) else "n/a"
+        row["prb 95%"] = f"{o['prb_low']:+.3f}..{o['prb_high']:+.3f}" if np.isfinite(o["prb"]) else "n/a"
+        rows.append(row)
+    parts = [
+        "<h2>Ratio study (IAAO)</h2><p>Sale ratio = valuation / sale price. IAAO bands for homes: median "
+        "ratio 0.95-1.05 (level), COD at most 15 (uniformity), PRD 0.98-1.03 and PRB within +-0.05 "
+        "(vertical equity: above 1 / below 0, cheap homes are valued high relative to dear ones). Deciles "
+        "are cut on IAAO's value proxy (half valuation, half sale price): either alone would show a "
+        "spurious trend.</p>",
+        _table(pd.DataFrame(rows)),
+        f"<img src='{png_base64(plot)}' alt='ratio study with IAAO bands'>",
+    ]
+    for name, study in studies.items():
+        cols = ["decile", "n", *RATIO_METRICS]
+        parts.append(f"<h3>{html.escape(name)}: by value decile</h3>")
+        parts.append(_table(pd.DataFrame(study["by_decile"], columns=cols), "{:.3f}"))
+    first = "challenger" if "challenger" in studies else next(iter(studies), None)
+    if first is not None:
+        cols = ["location", "n", *RATIO_METRICS]
+        parts.append(f"<h3>{html.escape(first)}: by location</h3>")
+        parts.append(_table(pd.DataFrame(studies[first]["by_location"], columns=cols), "{:.3f}"))
+    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -294,7 +400,9 @@ def explanation_report(
 
 
 # ---------------------------------------------------------------------------------------------------------
-LOWER_IS_BETTER = {"rmse", "mae", "mape", "mdape", "interval_median_width", "churn"}
+LOWER_IS_BETTER = {"rmse", "mae", "mape", "mdape", "interval_median_width", "churn", "cod"}
+# Metrics whose ideal is a value, not an end of the scale: closer to it is better.
+TARGET_VALUES = {"median_ratio": 1.0, "prd": 1.0, "prb": 0.0}
 
 
 def metric_diff(new: dict[str, float], old: dict[str, float] | None) -> list[dict[str, Any]]:
@@ -306,7 +414,11 @@ def metric_diff(new: dict[str, float], old: dict[str, float] | None) -> list[dic
         prev = (old or {}).get(key)
         change = None if prev is None or value is None else value - prev
         better = None
-        if change is not None and change != 0 and key != "median_log_error":
+        if change is not None and change != 0 and key in TARGET_VALUES:
+            target = TARGET_VALUES[key]
+            if abs(value - target) != abs(prev - target):
+                better = abs(value - target) < abs(prev - target)
+        elif change is not None and change != 0 and key != "median_log_error":
             better = (change < 0) == (key in LOWER_IS_BETTER)
         rows.append({"metric": key, "new": value, "old": prev, "change": change, "better": better})
     return rows

@@ -18,7 +18,12 @@ class TrainingSettings(BaseModel):
 
     window_months: int | None = Field(60, ge=6, description="history used; None for all landed months")
     validation_months: int = Field(3, ge=1, description="the most recent months: validation, never training")
-    calibration_months: int = Field(3, ge=1, description="end of training held out for the interval")
+    calibration_months: int = Field(
+        12,
+        ge=1,
+        description="end of training held out for the interval: its scores, by months ahead, set the "
+        "interval width per horizon (12 covers a year of forward valuations)",
+    )
     early_stopping_months: int = Field(3, ge=1, description="inner time-ordered slice for early stopping")
     interval_level: float = Field(0.8, gt=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="over training.model.DEFAULT_PARAMS")
@@ -50,6 +55,12 @@ class PromotionSettings(BaseModel):
     )
     max_rmse_increase: float | None = Field(
         0.03, ge=0, description="relative: challenger RMSE at most champion RMSE x (1 + this); None: off"
+    )
+    max_abs_prb: float | None = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="absolute: vertical equity, |PRB| (IAAO price-related bias) at most this; None: off",
     )
 
 

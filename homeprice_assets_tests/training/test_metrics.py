@@ -88,8 +88,12 @@ def test_cod_matches_live_metrics_definition() -> None:
 
 
 def test_ratio_study_by_group_and_value_deciles() -> None:
-    deciles = M.value_deciles(np.arange(1, 101, dtype=float))
-    assert deciles.tolist() == [d for d in range(1, 11) for _ in range(10)]
+    deciles = M.deciles(np.arange(100, 0, -1, dtype=float))
+    assert deciles.tolist() == [d for d in range(10, 0, -1) for _ in range(10)]
+    # the value proxy: half valuation (over the median ratio), half price; its deciles cut the strata
+    proxy = M.value_proxy(Y, P)
+    assert proxy == pytest.approx(0.5 * P / 1.05 + 0.5 * Y)
+    assert M.value_deciles(Y, P, n=4).tolist() == [1, 2, 3, 4]
     frame = M.ratio_study_by(Y, P, ["b", "a", "b", "a"], "location")
     assert frame["location"].tolist() == ["a", "b"]
     assert frame["n"].tolist() == [2, 2]

@@ -96,3 +96,22 @@ def test_unknown_or_out_of_range_margin_is_refused() -> None:
 def test_a_gate_registered_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="registered twice"):
         promotion.gate("absolute_accuracy", "dup", "max_mdape")(lambda i, s: (True, "", {}))
+
+
+def test_vertical_equity_gate_blocks_an_inequitable_challenger_with_the_figure() -> None:
+    fair = {**CHAMPION, "prb": -0.03, "prd": 1.02}
+    assert _gates(fair)["vertical_equity"].passed
+    regressive = {**CHAMPION, "prb": -0.14, "prd": 1.07}
+    gate = _gates(regressive)["vertical_equity"]
+    assert not gate.passed
+    assert "PRB -0.140" in gate.reason and "cheap homes valued high" in gate.reason
+    assert gate.figures == {"prb": -0.14, "prd": 1.07, "max_abs_prb": 0.1}
+    assert "vertical_equity" in decision(list(_gates(regressive).values()))[1]
+    # the bound is configurable, off with None; a first model is held to it too (it is absolute)
+    assert not _gates(fair, champion=None, max_abs_prb=0.02)["vertical_equity"].passed
+    assert _gates(regressive, max_abs_prb=None)["vertical_equity"].passed
+    # a challenger scored without the ratio study (an older release) is not blocked, and it says so
+    gate = _gates(CHAMPION)["vertical_equity"]
+    assert gate.passed and "not measured" in gate.reason
+    with pytest.raises(ValueError, match="max_abs_prb"):
+        PromotionSettings(max_abs_prb=-0.1)
