@@ -8,6 +8,7 @@ started, judges the live champion and writes the report. The ``rollout_actions``
 import datetime as dt
 import json
 import os
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -114,11 +115,14 @@ def _error_rate(url: str | None) -> float | None:
 )
 def rollout_evaluation(
     context: dg.AssetExecutionContext,
-    ground_truth: dict[str, pd.DataFrame],
+    ground_truth: Any,
     settings: ProjectConfigResource,
     registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """Candidate vs champion (sequential test + bootstrap) and the live champion vs the rollback rules."""
+    if isinstance(ground_truth, pd.DataFrame):  # one partition only: the storage hands it over unwrapped
+        months = ground_truth["sale_month"].dropna().unique()
+        ground_truth = {str(months[0]) if len(months) else "single": ground_truth}
     rollout = settings.get().rollout
     reg = registry.get()
     state = current_state(reg)
