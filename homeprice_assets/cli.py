@@ -147,6 +147,17 @@ def _print_next_steps(started: float, trained: bool) -> None:
         print("  the model lifecycle did not finish: see the failed check or step above, or the Dagster UI")
 
 
+def cmd_accept_month(args: argparse.Namespace) -> int:
+    """Confirm a month held back by the price-level check: the data is right, the market moved."""
+    import dagster as dg
+
+    from homeprice_assets.ingest.status import accept_month
+
+    accepted = accept_month(dg.DagsterInstance.get(), args.month, note=args.note)
+    print(f"accepted {args.month} ({', '.join(accepted)}): the sensors take it up at their next tick")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     dagster = Path(sys.executable).with_name("dagster")  # the venv's, whether or not it is activated
     cmd = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(args.port)]
@@ -281,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_dev = sub.add_parser("dev", help="open the Dagster UI (sensors and schedules run there)")
     p_dev.add_argument("--port", type=int, default=3000)
     p_dev.set_defaults(func=cmd_dev)
+
+    p_accept = sub.add_parser(
+        "accept-month", help="confirm a month held back by the price-level check (its data is right)"
+    )
+    p_accept.add_argument("month", help="the sale month, e.g. 2016-08")
+    p_accept.add_argument("--note", default="", help="why it is right (kept with the acceptance)")
+    p_accept.set_defaults(func=cmd_accept_month)
 
     p_rollout = sub.add_parser("rollout", help="start, show or stop a live rollout of a candidate model")
     rollout_sub = p_rollout.add_subparsers(dest="action", required=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -157,6 +158,8 @@ def accept_month(instance: dg.DagsterInstance, month: str, note: str = "") -> li
     The acceptance names the run it overrules, so data landed again for the month is checked afresh.
     Raises ``ValueError`` when the month has no features or nothing a person may accept failed.
     """
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise ValueError(f"month: expected a sale month like 2016-08, got {month!r}")
     run_id = latest_run_id(instance, SALE_FEATURES, month)
     if run_id is None:
         raise ValueError(f"month {month}: no sale_features materialized for it (land and ingest it first)")
