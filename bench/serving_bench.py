@@ -3,7 +3,9 @@
     .venv/bin/python bench/serving_bench.py [--requests 400] [--seconds 20] [--concurrency 1 4 16]
 
 Trains one model on two years of the bundled data, registers it in a temporary MLflow registry, then in the
-same run: (1) the raw model in-process (``Booster.predict`` inside the pyfunc, no HTTP), (2) a minimal
+same run: (1) the raw model in-process, no HTTP: ``Booster.predict`` on a ready feature row, the model's
+columnar path ``predict_columns`` (what the service calls), and ``pyfunc.predict`` through MLflow's schema
+enforcement, one home and a large batch each, with ratios to ``Booster.predict``; (2) a minimal
 Starlette app around the same pyfunc under uvicorn, (3) `bentoml serve` of this project's service, which
 also validates, logs every prediction and keeps metrics. Every load loop is bounded in count and time and
 talks to 127.0.0.1 only. Ratios are against the Starlette app, measured in the same invocation.
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import timeit
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,6 +142,57 @@ def batch_rows_per_s(url: str, homes: list[dict], repeats: int = 3) -> float:
     return len(homes) / statistics.median(times)
 
 
+def best_ms(fn, number: int, repeat: int = 5) -> float:
+    """Best of ``repeat`` timings of ``number`` calls, per call, in ms (the least disturbed by neighbours)."""
+    fn()  # warm caches (location codes, SHAP-free paths, MLflow's signature inspection)
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1000
+
+
+def raw_rows(model, uri: str, rows: pd.DataFrame, batch_rows: int) -> dict[str, tuple[float, float]]:
+    """(ms for one home, seconds for ``batch_rows`` homes) per layer, in one process and one run."""
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    one_frame = coerce_inputs(rows.iloc[[0]])
+    one_cols = {c: one_frame[c].to_numpy() for c in one_frame.columns}
+    one_x = model.design_matrix(model.feature_arrays(one_cols))
+    big_frame = coerce_inputs(pd.concat([rows] * (batch_rows // len(rows) + 1)).iloc[:batch_rows])
+    big_cols = {c: big_frame[c].to_numpy() for c in big_frame.columns}
+    big_x = model.design_matrix(model.feature_arrays(big_cols))
+    threads = int(model.params.get("num_threads", 0) or 0)  # as predict_columns runs a large batch
+    # same answers on every layer, or the timings compare different work
+    expected = model.predict_columns(one_cols)["price"]
+    assert np.allclose(pyfunc.predict(one_frame)["price"].to_numpy(), expected, rtol=1e-9)
+    out = {
+        "Booster.predict": (
+            best_ms(lambda: model.booster.predict(one_x, num_threads=1), 2000),
+            best_ms(lambda: model.booster.predict(big_x, num_threads=threads), 1, 3) / 1000,
+        ),
+        "predict_columns": (
+            best_ms(lambda: model.predict_columns(one_cols), 1000),
+            best_ms(lambda: model.predict_columns(big_cols), 1, 3) / 1000,
+        ),
+        "inner predict (DataFrame)": (
+            best_ms(lambda: model.predict(None, one_frame), 500),
+            best_ms(lambda: model.predict(None, big_frame), 1, 3) / 1000,
+        ),
+        "pyfunc.predict (MLflow)": (
+            best_ms(lambda: pyfunc.predict(one_frame), 500),
+            best_ms(lambda: pyfunc.predict(big_frame), 1, 3) / 1000,
+        ),
+    }
+    return out
+
+
+def print_raw(raw: dict[str, tuple[float, float]], batch_rows: int) -> None:
+    base_one, base_big = raw["Booster.predict"]
+    print(f"\nin-process, no HTTP ({os.cpu_count()} cores); ratio = time / Booster.predict time, same run")
+    print(f"{'layer':<28}{'1 home ms':>11}{'ratio':>8}{f'{batch_rows:,} rows/s':>18}{'ratio':>8}")
+    for name, (one_ms, big_s) in raw.items():
+        print(
+            f"{name:<28}{one_ms:>11.3f}{one_ms / base_one:>8.1f}"
+            f"{batch_rows / big_s:>18,.0f}{big_s / base_big:>8.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,6 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="time limit per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch-rows", type=int, default=100_000)
+    parser.add_argument("--raw-only", action="store_true", help="only the in-process rows (no servers)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="homeprice-serving-bench-"))
@@ -176,20 +231,13 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     ]
     big = (homes * (args.batch_rows // len(homes) + 1))[: args.batch_rows]
 
-    # (1) raw, in-process
-    one = coerce_inputs(rows.iloc[[0]])
-    t = time.perf_counter()
-    for _ in range(200):
-        model.predict(None, one)
-    raw_single_ms = (time.perf_counter() - t) / 200 * 1000
-    big_frame = coerce_inputs(pd.concat([rows] * (args.batch_rows // len(rows) + 1)).iloc[: args.batch_rows])
-    t = time.perf_counter()
-    model.predict(None, big_frame)
-    raw_rows_s = args.batch_rows / (time.perf_counter() - t)
-    booster_feats = model.features(big_frame)[model.feature_names]
-    t = time.perf_counter()
-    model.booster.predict(booster_feats)
-    booster_rows_s = args.batch_rows / (time.perf_counter() - t)
+    # (1) raw, in-process: one home and a big batch through each layer, ratios to Booster.predict
+    raw = raw_rows(model, str(info.model_uri), rows, args.batch_rows)
+    print_raw(raw, args.batch_rows)
+    if args.raw_only:
+        return
+    raw_single_ms = raw["pyfunc.predict (MLflow)"][0]
+    raw_rows_s = args.batch_rows / raw["pyfunc.predict (MLflow)"][1]
 
     env = {
         **os.environ,
@@ -247,7 +295,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             )
     print(f"{'raw pyfunc (no HTTP)':<22}{1:>6}{1000 / raw_single_ms:>10.1f}{raw_single_ms:>10.2f}")
     print(f"\n{args.batch_rows:,}-row batch: rows/s (ratio to raw pyfunc predict)")
-    print(f"{'raw Booster.predict':<28}{booster_rows_s:>14,.0f}{booster_rows_s / raw_rows_s:>8.2f}")
     print(f"{'raw pyfunc predict':<28}{raw_rows_s:>14,.0f}{1.0:>8.2f}")
     for name, res in results.items():
         print(f"{name:<28}{res['batch']:>14,.0f}{res['batch'] / raw_rows_s:>8.2f}")
