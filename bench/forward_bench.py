@@ -15,6 +15,14 @@ index) and the hedonic baseline, all in the same run on the same rows:
 The data is the bundled Seattle sales, cleaned and featurised as the pipeline does (``sale_features``),
 plus ``parcel_id``. Fits use one LightGBM thread (the machine is shared); one test year takes about a
 minute.
+
+Measured (2016, trained 2011-2015; the price model's year row, quarters in brackets):
+
+    before (3 calibration months, one width): MdAPE 8.82%, PPE10 55.0%, coverage 76.7% (75.2-78.0),
+        width 34.4%, median ratio 1.016, COD 12.69, PRD 1.026, PRB -0.039
+    after (12 calibration months, width by months ahead): MdAPE 8.81%, PPE10 55.1%, coverage 79.4%
+        (78.2-80.5), width 36.9%, median ratio 1.017, COD 12.65, PRD 1.026, PRB -0.041
+    2015 after: MdAPE 8.67% (before 8.58%), coverage 82.3% (80.6-83.9; before 76.5%), COD 12.53.
 """
 
 from __future__ import annotations
@@ -120,6 +128,8 @@ def forward_year(
                 early_stopping_months=training.early_stopping_months,
             )
             pred = model.predict(None, model_inputs(test))
+            widths = np.expm1(model.horizon_half_widths())
+            print(f"{year} model: +- interval by months ahead: {' '.join(f'{w:.1%}' for w in widths)}")
         elif name == "plain_lightgbm":
             pred = plain_lightgbm(split.train)(test)
         elif name == "hedonic":
