@@ -61,7 +61,19 @@ def test_model_attributes(fitted: Fitted) -> None:
     model = fitted.model
     assert sum(model.locations.values()) == len(fitted.split.train)
     assert model.input_fields == list(INPUT_FIELDS)
-    assert "location" in model.feature_names
+    assert "location" in model.feature_names and "rot45_x" in model.feature_names  # coordinates present
+    # no configured bounds given: the training rows' range, widened (about 11 km; area x2)
+    train = fitted.split.train
+    assert model.bounds == pytest.approx(
+        {
+            "min_latitude": train["latitude"].min() - 0.1,
+            "max_latitude": train["latitude"].max() + 0.1,
+            "min_longitude": train["longitude"].min() - 0.1,
+            "max_longitude": train["longitude"].max() + 0.1,
+            "min_living_sf": train["living_sf"].min() / 2,
+            "max_living_sf": train["living_sf"].max() * 2,
+        }
+    )
     assert model.facts["calibration_rows"] > 1000
     # an unseen location and missing optional fields still get a finite price
     row = fitted.inputs.head(1).assign(location="nowhere", lot_sf=np.nan, beds=np.nan)
