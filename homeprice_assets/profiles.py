@@ -133,38 +133,52 @@ def _problem(store: Store, value: str | None) -> str | None:
     return None
 
 
-def _dagster_home_problem(environ: Mapping[str, str]) -> str | None:
-    """DAGSTER_HOME must hold a dagster.yaml whose run storage is PostgreSQL."""
+_SPLIT_STORAGES = ("run_storage", "event_log_storage", "schedule_storage")
+
+
+def _dagster_instance(environ: Mapping[str, str]) -> tuple[str | None, bool]:
+    """(problem, whether the instance reads ``HOMEPRICE_DAGSTER_PG_URL``) for ``$DAGSTER_HOME/dagster.yaml``.
+
+    Accepted: ``storage: postgres:`` (deploy/postgres, compose) or run, event log and schedule storages that
+    are each a PostgreSQL class (the layout of Dagster's Helm chart). Anything else keeps runs in local files.
+    """
     import yaml
 
     home = environ.get("DAGSTER_HOME")
     if not home:
-        return f"Dagster instance (DAGSTER_HOME): not set (expected {POSTGRES_INSTANCE})"
+        return f"Dagster instance (DAGSTER_HOME): not set (expected {POSTGRES_INSTANCE})", True
     path = Path(home) / "dagster.yaml"
     if not path.is_file():
         return (
             f"Dagster instance (DAGSTER_HOME={home}): no dagster.yaml there, so runs would go to SQLite "
             f"files, a local store not allowed in the production profile (expected {POSTGRES_INSTANCE})"
-        )
+        ), True
     try:
-        storage = (yaml.safe_load(path.read_text()) or {}).get("storage") or {}
+        text = path.read_text()
+        instance = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
-        return f"Dagster instance (DAGSTER_HOME={home}): cannot read {path}: {exc}"
-    if "postgres" not in storage:
-        kind = ", ".join(storage) or "SQLite files under DAGSTER_HOME"
-        return (
-            f"Dagster instance (DAGSTER_HOME={home}): {path} stores runs in {kind}, a local store not "
-            f"allowed in the production profile (expected storage: postgres, as in {POSTGRES_INSTANCE})"
-        )
-    return None
+        return f"Dagster instance (DAGSTER_HOME={home}): cannot read {path}: {exc}", True
+    reads_url = DAGSTER.var in text
+    storage = instance.get("storage") or {}
+    split = [instance.get(k) or {} for k in _SPLIT_STORAGES]
+    if "postgres" in storage or all("Postgres" in str(s.get("class", "")) for s in split):
+        return None, reads_url
+    kind = ", ".join(storage) or "SQLite files under DAGSTER_HOME"
+    return (
+        f"Dagster instance (DAGSTER_HOME={home}): {path} stores runs in {kind}, a local store not "
+        f"allowed in the production profile (expected storage: postgres, as in {POSTGRES_INSTANCE})"
+    ), reads_url
 
 
 def validate(environ: Mapping[str, str], stores: Iterable[Store] = PIPELINE_STORES) -> None:
     """Every store set and none local, else one ``ProfileError`` listing each store at fault."""
     stores = tuple(stores)
+    instance_problem, reads_url = _dagster_instance(environ) if DAGSTER in stores else (None, False)
+    if DAGSTER in stores and not reads_url and not environ.get(DAGSTER.var):
+        stores = tuple(s for s in stores if s is not DAGSTER)  # the instance names its own database
     problems = [p for s in stores if (p := _problem(s, environ.get(s.var)))]
-    if DAGSTER in stores and (p := _dagster_home_problem(environ)):
-        problems.append(p)
+    if instance_problem:
+        problems.append(instance_problem)
     if problems:
         raise ProfileError(
             "the production profile is not complete:\n" + "\n".join(f"  {p}" for p in problems)

@@ -151,6 +151,48 @@ def test_a_missing_or_local_store_is_refused_by_name(var: str, value: str, messa
     assert str(err.value).count("\n") == 1  # only that store is named
 
 
+HELM_INSTANCE = """
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+  config: {postgres_db: {hostname: db, username: dagster, password: {env: DAGSTER_PG_PASSWORD}, db_name: d}}
+event_log_storage:
+  module: dagster_postgres.event_log
+  class: PostgresEventLogStorage
+  config: {postgres_db: {hostname: db, username: dagster, password: {env: DAGSTER_PG_PASSWORD}, db_name: d}}
+schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+  config: {postgres_db: {hostname: db, username: dagster, password: {env: DAGSTER_PG_PASSWORD}, db_name: d}}
+"""
+
+
+def test_an_instance_that_names_its_own_postgres_needs_no_url(tmp_path: Path) -> None:
+    """Dagster's Helm chart writes run/event/schedule storages itself: accepted without the URL variable;
+    the same layout on SQLite is refused, naming the instance file."""
+    (tmp_path / "dagster.yaml").write_text(HELM_INSTANCE)
+    environ = production_env(DAGSTER_HOME=str(tmp_path))
+    del environ["HOMEPRICE_DAGSTER_PG_URL"]
+    p.validate(environ)
+    (tmp_path / "dagster.yaml").write_text(
+        HELM_INSTANCE.replace("Postgres", "Sqlite").replace("postgres", "sqlite")
+    )
+    with pytest.raises(
+        p.ProfileError, match=rf"Dagster instance \(DAGSTER_HOME={tmp_path}\): .*dagster.yaml"
+    ):
+        p.validate(environ)
+
+
+def test_profile_flag_before_or_after_the_command() -> None:
+    from homeprice_assets.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--profile", "production", "dev"]).profile == "production"
+    assert parser.parse_args(["dev", "--profile", "production"]).profile == "production"
+    assert parser.parse_args(["--profile", "production", "ingest"]).profile == "production"
+    assert parser.parse_args(["check"]).profile is None  # then $HOMEPRICE_PROFILE, else local
+
+
 def test_passwords_are_never_printed() -> None:
     url = "postgresql://homeprice:s3cret@db:5432/homeprice"
     assert p.redact(url) == "postgresql://homeprice:***@db:5432/homeprice"
@@ -256,6 +298,7 @@ class Stack:
     env_file: Path
     home: Path
     tmp: Path
+    startup_s: float = 0.0  # database, moto and the MLflow server (its migrations on PostgreSQL) up
 
     def pg(self, schema: str | None = None) -> str:
         url = f"{PG_SERVER}/{self.database}"
@@ -311,6 +354,7 @@ SMALL_TRAINING = {
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("production")
+    t0 = time.perf_counter()
     database = f"homeprice_e2e_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -369,6 +413,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config = tmp / "config.yaml"
         config.write_text(yaml.safe_dump(SMALL_TRAINING))
         stack = Stack(database, s3_endpoint, mlflow_url, tmp / "production.env", home, tmp)
+        stack.startup_s = time.perf_counter() - t0
         write_env_file(
             stack.env_file,
             {
@@ -443,13 +488,22 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     from homeprice_assets_tests.serving.conftest import Server, home_payload, wait_ready, wait_up
 
     started = time.perf_counter()
-    checked = _homeprice(stack, "check")
-    assert "all 5 store(s) answered" in checked.stdout, checked.stdout
+    timings: dict[str, float] = {"stores up (fixture)": stack.startup_s}
 
-    _homeprice(stack, "land", "--since", "2014-01", "--until", "2015-06")
-    _homeprice(stack, "ingest")
-    trained = _homeprice(stack, "run", "--no-land")  # ingest is unchanged; train, validate, promote, build
-    assert "18/18 month(s): 0 run(s), 18 unchanged" in trained.stdout, trained.stdout
+    def step(name: str, *args: str) -> subprocess.CompletedProcess:
+        t0 = time.perf_counter()
+        done = _homeprice(stack, *args)
+        timings[name] = time.perf_counter() - t0
+        return done
+
+    checked = step("homeprice check", "check")
+    assert "all 5 store(s) answered" in checked.stdout, checked.stdout
+    for name in ("Dagster run storage", "MLflow tracking server", "landing zone", "prediction log"):
+        assert f"{name}" in checked.stdout and "FAILED" not in checked.stdout
+
+    step("land 18 months", "land", "--since", "2014-01", "--until", "2015-06")
+    step("ingest 18 months", "ingest")
+    trained = step("run --no-land (train..bento)", "run", "--no-land")  # ingest unchanged; train .. bento
 
     # The model went through the tracking server into the S3 bucket behind it.
     registry = Registry(tracking_uri=stack.mlflow_url)
@@ -473,6 +527,7 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     pg = sa.create_engine(stack.pg())
     with pg.connect() as conn:
         runs = conn.execute(sa.text("SELECT pipeline_name, status FROM dagster.runs")).fetchall()
+    # one ingest run per month: the second pass (`run --no-land`) found every month unchanged, in PostgreSQL
     assert sum(r == ("ingest_job", "SUCCESS") for r in runs) == 18, runs
     assert ("model_lifecycle_job", "SUCCESS") in runs, runs
     for local in ("mlflow.db", "predictions.db", "landing", "storage", "mlartifacts"):
@@ -506,8 +561,10 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     )
     server = Server(f"http://127.0.0.1:{port}", proc, log, stack.tmp / "unused.db")
     try:
+        t0 = time.perf_counter()
         wait_up(server)
         wait_ready(server, timeout=120)
+        timings["serve: up and ready"] = time.perf_counter() - t0
         for pid in _group_pids(proc.pid):  # the server and its workers: no S3 secret, no S3 endpoint
             env = _process_environ(pid)
             assert not [k for k in env if k.startswith("AWS_") or "S3" in k], (pid, sorted(env))
@@ -533,4 +590,5 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     pg.dispose()
     assert [(r.model_version, r.model_role) for r in logged] == [(str(champion.version), "champion")]
     assert logged[0].price == pytest.approx(answer.json()["price"])
-    print(f"production profile end to end: {time.perf_counter() - started:.0f} s after the stores were up")
+    timings["total after the stores were up"] = time.perf_counter() - started
+    print("\n" + "\n".join(f"{name:<34} {seconds:7.1f} s" for name, seconds in timings.items()))
