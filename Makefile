@@ -22,12 +22,12 @@ run: install
 dev: install
 	$(BIN)/homeprice dev
 
-## The whole test suite, as CI runs it.
+## The whole test suite, as CI runs it, with coverage (the floor is fail_under in setup.cfg).
 test: install
 	$(BIN)/python -m homeprice_assets_tests.prepare
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
