@@ -1,6 +1,6 @@
 """Shadow pricing off the request path: the candidate prices what the champion answered, later, in bulk.
 
-A request only queues its frame (O(1)); one worker thread drains everything queued, prices it in one
+A request only queues its batch (O(1)); one worker thread drains everything queued, prices it in one
 vectorized call per candidate version and hands the rows to the prediction log. Batching is what keeps the
 shadow's cost small next to the request path (one model call per drain, not one per request). Close drains
 the queue before the log closes, so a shutdown or a flip of mode loses no shadow row.
@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
+from homeprice_assets.serving.batch import Batch, concat_columns, outputs
 from homeprice_assets.serving.holder import LoadedModel
 
 log = logging.getLogger("homeprice.serving")
@@ -25,13 +26,12 @@ log = logging.getLogger("homeprice.serving")
 @dataclass(frozen=True)
 class ShadowJob:
     request_id: str
-    homes: list[Any]
-    frame: pd.DataFrame
+    batch: Batch
     model: LoadedModel
 
 
-Predict = Callable[[LoadedModel, pd.DataFrame], pd.DataFrame]
-Done = Callable[[ShadowJob, pd.DataFrame], None]
+Predict = Callable[[LoadedModel, dict[str, np.ndarray]], Any]
+Done = Callable[[ShadowJob, tuple[np.ndarray, np.ndarray, np.ndarray]], None]
 
 
 class ShadowPricer:
@@ -55,7 +55,7 @@ class ShadowPricer:
         self._thread.start()
 
     def submit(self, job: ShadowJob) -> None:
-        n = len(job.homes)
+        n = len(job.batch)
         with self._lock:
             full = self._pending + n > self.max_pending_rows
             if not full:
@@ -78,18 +78,19 @@ class ShadowPricer:
     def _price(self, jobs: list[ShadowJob]) -> None:
         """One model call for all jobs of one candidate version; per job only if the bulk call fails."""
         try:
-            frame = jobs[0].frame if len(jobs) == 1 else pd.concat([j.frame for j in jobs], ignore_index=True)
-            out = self.predict(jobs[0].model, frame)
+            prices, lowers, uppers = outputs(
+                self.predict(jobs[0].model, concat_columns([j.batch for j in jobs]))
+            )
             start = 0
             for job in jobs:
-                n = len(job.frame)
-                self.done(job, out.iloc[start : start + n].reset_index(drop=True))
-                start += n
-                self.priced += n
+                end = start + len(job.batch)
+                self.done(job, (prices[start:end], lowers[start:end], uppers[start:end]))
+                start = end
+                self.priced += len(job.batch)
             return
         except Exception as exc:
             if len(jobs) == 1:
-                self._fail(len(jobs[0].frame), repr(exc))
+                self._fail(len(jobs[0].batch), repr(exc))
                 return
         for job in jobs:  # one bad job (e.g. a location the candidate never saw) spoils only itself
             self._price([job])
@@ -111,7 +112,7 @@ class ShadowPricer:
         for group in by_version.values():
             self._price(group)
         with self._lock:
-            self._pending -= sum(len(j.homes) for j in jobs)
+            self._pending -= sum(len(j.batch) for j in jobs)
         return stop
 
     def _run(self) -> None:

@@ -55,13 +55,15 @@ def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> 
 def test_bento_is_built_with_the_model_and_a_dockerfile(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from homeprice_assets.resources.registry import Registry as ModelStore
     from homeprice_assets.serving.build import build_bento, import_version
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     mlflow.set_tracking_uri(registry.uri)
-    model = import_version("homeprice", "1")
+    store = ModelStore(tracking_uri=registry.uri, model_name="homeprice")
+    model = import_version(store, "1")
     assert str(model.tag) == "homeprice:v1" and model.info.labels["model_version"] == "1"
-    assert import_version("homeprice", "1").tag == model.tag  # imported once
+    assert import_version(store, "1").tag == model.tag  # imported once
     bento = build_bento(model)
     path = Path(bento.path)
     info = yaml.safe_load((path / "bento.yaml").read_text())
@@ -72,6 +74,7 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     assert {r["name"] for r in info["schema"]["routes"]} >= {
         "predict",
         "predict_batch",
+        "predict_columns",
         "locations",
         "explain",
     }

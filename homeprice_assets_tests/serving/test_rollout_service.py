@@ -143,6 +143,18 @@ def test_ab_assignment_is_sticky_and_says_who_answered(
     assert abs(share - 0.3) < 0.08, share
     single = srv.post("/predict", {"home": homes[0]}).json()
     assert (single["model_version"], single["model_role"]) == arms[0]
+    # the columnar form routes the same homes to the same arms, and logs them like the others
+    fields = sorted({k for h in homes[:60] for k in h})
+    columns = {f: [h.get(f) for h in homes[:60]] for f in fields}
+    body = srv.post("/predict_columns", {"columns": columns}).json()
+    assert (
+        body["rows"] == 60 and list(zip(body["model_version"], body["model_role"], strict=True)) == arms[:60]
+    )
+    assert body["price"] == pytest.approx([p["price"] for p in first[:60]], rel=1e-9)
+    logged = _wait_rows(srv, f"request_id LIKE '{body['request_id']}-%'", 60)
+    assert sorted((r[3], r[1], r[2]) for r in logged) == sorted(
+        (h["parcel_id"], *a) for h, a in zip(homes[:60], arms[:60], strict=True)
+    )
     # no parcel id: the client key header decides, the same way every time
     bare = {k: v for k, v in homes[1].items() if k != "parcel_id"}
     answers = {

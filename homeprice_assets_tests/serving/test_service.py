@@ -93,7 +93,10 @@ def test_explanation_adds_up_to_the_price(server: Server, registry: Registry) ->
     ("payload", "field", "problem"),
     [
         ({"home": {"location": "79"}}, "living_sf", "Field required"),
-        ({"home": {"location": "79", "living_sf": 0}}, "living_sf", "greater than or equal to 100"),
+        ({"home": {"location": "79", "living_sf": 0}}, "living_sf", "greater than or equal to 1"),
+        # inside the static limits, outside the range the LOADED model was trained on (its bounds)
+        ({"home": {"location": "79", "living_sf": 1500, "latitude": 40.0}}, "latitude", "training range"),
+        ({"home": {"location": "79", "living_sf": 900_000}}, "living_sf", "training range"),
         (
             {"home": {"location": "79", "living_sf": 1500, "latitude": 123.0}},
             "latitude",
