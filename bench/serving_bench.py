@@ -227,8 +227,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     rows = split.validation[list(INPUT_FIELDS)].reset_index(drop=True)
     homes = [
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items() if pd.notna(v) and k != "sale_date"}
-        | {"location": str(r["location"]), "waterfront": int(r["waterfront"])}
-        for _, r in rows.iterrows()
+        | {"location": str(r["location"]), "waterfront": int(r["waterfront"]), "parcel_id": f"P{i}"}
+        for i, (_, r) in enumerate(rows.iterrows())
     ]
     big = (homes * (args.batch_rows // len(homes) + 1))[: args.batch_rows]
 
@@ -271,7 +271,18 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             "127.0.0.1",
         ],
     }
+    # the same service during a rollout: a second version as the candidate (shadow: it prices every home
+    # off the request path; A/B: it answers half the homes, by a hash of parcel_id)
+    from homeprice_assets.resources.registry import Registry
+    from homeprice_assets.rollout import state as rollout_state
+
+    log_price_model(model, input_example(split.train), registered_model_name="homeprice")
+    registry = Registry(tracking_uri=uri, model_name="homeprice")
+    rollouts = {"bentoml, shadow on": "shadow", "bentoml, A/B 50%": "ab"}
+    servers.update(dict.fromkeys(rollouts, servers["bentoml (homeprice)"]))
     for name, cmd in servers.items():
+        if name in rollouts:
+            rollout_state.start_rollout(registry, "2", rollouts[name], 0.5, "bench", replace=True)
         port = free_port()
         proc = start(
             [*cmd, "--port", str(port)], env, f"http://127.0.0.1:{port}/predict", tmp / f"{port}.log", REPO
@@ -295,6 +306,13 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 f"{name:<22}{c:>6}{r['rps']:>10.1f}{r['p50']:>10.1f}{r['p99']:>10.1f}{r['errors']:>8}{ratio:>8.2f}"
             )
     print(f"{'raw pyfunc (no HTTP)':<22}{1:>6}{1000 / raw_single_ms:>10.1f}{raw_single_ms:>10.2f}")
+    print("\nrollout cost, same run: rps with the rollout / rps without it (target for shadow: >= 0.8)")
+    for name in rollouts:
+        ratios = "  ".join(
+            f"c={c}: {results[name][c]['rps'] / results['bentoml (homeprice)'][c]['rps']:.2f}"
+            for c in args.concurrency
+        )
+        print(f"{name:<22}{ratios}")
     print(f"\n{args.batch_rows:,}-row batch: rows/s (ratio to raw pyfunc predict)")
     print(f"{'raw pyfunc predict':<28}{raw_rows_s:>14,.0f}{1.0:>8.2f}")
     for name, res in results.items():
