@@ -294,12 +294,16 @@ def check_feature_mismatch(
     Validation data must carry every column the model was logged with (``require_optional=True``): a
     feature silently missing there would score a different model than the one trained. Serving passes
     ``require_optional=False``, accepting what the schema marks optional (``sale_date``, optional fields).
-    A column is retyped when MLflow could not convert it losslessly to the logged type.
+    A column is retyped when MLflow could not convert it losslessly to the logged type; an all-null column
+    the schema lacks is not extra (a model trained without coordinates scores a table whose coordinates
+    are null).
     """
     schema = model if isinstance(model, Schema) else input_schema(model)
     specs = {s.name: s for s in schema.inputs}
     missing = [n for n, s in specs.items() if n not in frame.columns and (require_optional or s.required)]
-    extra = [] if allow_extra else [c for c in frame.columns if c not in specs]
+    # A column the model does not take counts as extra only when it holds values: data without
+    # coordinates still has all-null latitude/longitude columns, which a model trained without them ignores.
+    extra = [] if allow_extra else [c for c in frame.columns if c not in specs and frame[c].notna().any()]
     retyped: dict[str, tuple[str, str]] = {}
     for name, spec in specs.items():
         if name not in frame.columns or frame[name].isna().all():

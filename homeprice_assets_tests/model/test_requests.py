@@ -17,8 +17,13 @@ from homeprice_assets.serving import predictor
 from homeprice_assets.serving.holder import LoadedModel
 from homeprice_assets.serving.schemas import Home, HomeColumns
 from homeprice_assets.training.model import fit_price_model, training_bounds
-from homeprice_assets.training.tracking import input_example, save_price_model
-from homeprice_model import COORDINATE_FEATURES, FEATURES, make_features
+from homeprice_assets.training.tracking import (
+    FeatureMismatchError,
+    check_feature_mismatch,
+    input_example,
+    save_price_model,
+)
+from homeprice_model import COORDINATE_FEATURES, FEATURES, INPUT_FIELDS, make_features
 
 from .conftest import FAST, Small, small_split
 
@@ -164,6 +169,11 @@ def test_a_model_without_coordinates_trains_and_serves(
     assert schema == set(model.input_fields)
     inputs = validation[model.input_fields]
     without = served.pyfunc.predict(inputs)
+    # the validation step's schema check: null coordinate columns (data without them) are not extra
+    nulls = validation.reindex(columns=list(INPUT_FIELDS)).assign(latitude=np.nan, longitude=np.nan)
+    check_feature_mismatch(nulls, served.pyfunc)
+    with pytest.raises(FeatureMismatchError, match=r"unexpected column\(s\) \['latitude'\]"):
+        check_feature_mismatch(nulls.assign(latitude=47.6), served.pyfunc)
     # coordinates given to a model that does not use them change nothing
     with_coords = model.predict_columns(
         {**{c: inputs[c].to_numpy() for c in inputs}, "latitude": np.full(len(inputs), 47.6)}
