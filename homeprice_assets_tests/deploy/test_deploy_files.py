@@ -54,7 +54,7 @@ CODE_LOCATION_NEEDS = (
     "AWS_SECRET_ACCESS_KEY",
 )
 SERVICE_NEEDS = ("MLFLOW_TRACKING_URI", "HOMEPRICE_PREDICTION_LOG_URL", "HOMEPRICE_SERVING_MODE")
-DAGSTER_SERVICES = ("code-location", "webserver", "daemon")
+DAGSTER_SERVICES = ("code-location", "webserver", "daemon", "preflight")
 
 
 def _constraint(package: str) -> str:
@@ -166,6 +166,42 @@ def test_compose_stores_are_in_their_production_places() -> None:
         assert urlparse(env["HOMEPRICE_PREDICTION_LOG_URL"]).scheme == "postgresql"
         assert env["HOMEPRICE_SERVING_MODE"] in ("follow", "pinned")
         assert "AWS_SECRET_ACCESS_KEY" not in env, "the service loads models through the MLflow server"
+
+
+def test_deployments_pass_the_production_profile() -> None:
+    """The profile's own validation (homeprice_assets.profiles) accepts what each component is given."""
+    from homeprice_assets import profiles
+
+    # In the image, DAGSTER_HOME holds a copy of deploy/postgres/dagster.yaml (see dagster.Dockerfile).
+    instance = {"DAGSTER_HOME": str(d.INSTANCE.parent)}
+    for service in ("preflight", "code-location"):
+        env = d.compose_env(service)
+        assert env["HOMEPRICE_PROFILE"] == "production"
+        profiles.validate({**env, **instance}, profiles.PIPELINE_STORES)
+    profiles.validate(d.compose_env("bento"), profiles.SERVING_STORES)
+    profiles.validate(d.container_env("homeprice-bento"), profiles.SERVING_STORES)
+    # On Kubernetes the chart writes the instance (its PostgreSQL); the rest comes from the ConfigMap/Secret.
+    k8s = d.code_location_env_k8s()
+    profiles.validate(k8s, [s for s in profiles.PIPELINE_STORES if s is not profiles.DAGSTER])
+    # The validation validates: a local store is refused by name.
+    with pytest.raises(profiles.ProfileError, match="HOMEPRICE_STORAGE_URL"):
+        profiles.validate({**k8s, "HOMEPRICE_STORAGE_URL": "/tmp/x"}, [profiles.STORAGE])
+
+
+def test_compose_checks_every_store_before_the_code_location_starts() -> None:
+    from homeprice_assets.cli import build_parser, cmd_check
+
+    services = d.compose()["services"]
+    argv = d.compose_command("preflight")
+    assert argv[0] == "homeprice"
+    args = build_parser().parse_args(argv[1:])
+    assert args.func is cmd_check and args.profile == "production"
+    assert (
+        services["code-location"]["depends_on"]["preflight"]["condition"] == "service_completed_successfully"
+    )
+    waits_for = services["preflight"]["depends_on"]
+    assert {"postgres", "minio-init", "mlflow"} <= set(waits_for)
+    assert services["preflight"]["image"] == services["code-location"]["image"]
 
 
 def _option(argv: list[str], name: str) -> str:
