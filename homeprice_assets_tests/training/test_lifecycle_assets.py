@@ -129,7 +129,7 @@ def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.Execu
     html = card.read_text()
     assert "first model" in html and "Intended use" in html and "data:image/png;base64" in html
     calibration = run.data.params["calibration_range"]
-    assert calibration == "2015-07..2015-09" and calibration in html
+    assert calibration == "2014-10..2015-09" and calibration in html  # training.calibration_months: 12
     assert "Global importance (shap" in html
     assert _meta(first, "model_explanations")["method"].startswith("shap")
 
