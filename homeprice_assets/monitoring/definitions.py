@@ -27,7 +27,9 @@ def build_defs(config: ProjectConfigResource | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[drift_report],
         sensors=[
-            build_landing_sensor(automation.landing_sensor_interval_seconds),
+            build_landing_sensor(
+                automation.landing_sensor_interval_seconds, in_process=automation.in_process_runs
+            ),
             build_retrain_sensor(automation),
             build_run_failure_sensor(),
             build_check_alert_sensor(automation.check_alert_sensor_interval_seconds),

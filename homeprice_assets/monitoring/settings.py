@@ -79,6 +79,11 @@ class AutomationSettings(_Strict):
     check_alert_sensor_interval_seconds: int = Field(default=60, ge=5)
     # A retrain materializes every asset of this group (the model lifecycle job's selection).
     retrain_group: str = "training"
+    # Runs the sensors start execute their steps inside the run's own process, instead of one process per
+    # step (each re-importing the code location: 10-20 s apiece on two busy cores).
+    in_process_runs: bool = Field(
+        default=True, description="sensor-started runs use the in-process executor (one process per run)"
+    )
 
 
 class MonitoringSettings(_Strict):

@@ -15,6 +15,8 @@ DRIFT_REPORT = dg.AssetKey("drift_report")
 # Promotion gates are blocking checks on validation_report; promoted_model moves the champion alias.
 VALIDATION_REPORT = dg.AssetKey("validation_report")
 PROMOTED_MODEL = dg.AssetKey("promoted_model")
+# Run config of the default executor (multi_or_in_process): every step in the run's own process.
+IN_PROCESS_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
 def load_cursor(cursor: str | None) -> dict[str, Any]:

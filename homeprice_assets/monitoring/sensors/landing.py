@@ -8,12 +8,22 @@ import dagster as dg
 
 from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.ingest.status import already_ingested
-from homeprice_assets.monitoring.sensors.common import MONTH_TAG, TRIGGER_TAG, load_cursor
+from homeprice_assets.monitoring.sensors.common import (
+    IN_PROCESS_RUN_CONFIG,
+    MONTH_TAG,
+    TRIGGER_TAG,
+    load_cursor,
+)
 from homeprice_assets.partitions import sale_month_partitions
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, month_digest
 
 
-def build_landing_sensor(interval_seconds: int = 60, name: str = "landing_sensor") -> dg.SensorDefinition:
+def build_landing_sensor(
+    interval_seconds: int = 60, name: str = "landing_sensor", in_process: bool = True
+) -> dg.SensorDefinition:
+    """``in_process``: the ingest runs execute their steps in the run's own process."""
+    run_config = IN_PROCESS_RUN_CONFIG if in_process else {}
+
     @dg.sensor(
         name=name,
         target=ingest_job,
@@ -46,6 +56,7 @@ def build_landing_sensor(interval_seconds: int = 60, name: str = "landing_sensor
                     run_key=f"ingest:{month}:{digest}",
                     partition_key=month,
                     tags={TRIGGER_TAG: "landing", MONTH_TAG: month, LANDED_DIGEST_TAG: digest},
+                    run_config=run_config,
                 )
             )
         if requests:

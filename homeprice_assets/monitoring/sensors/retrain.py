@@ -9,6 +9,7 @@ import dagster as dg
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.sensors.common import (
     DRIFT_REPORT,
+    IN_PROCESS_RUN_CONFIG,
     MONTH_TAG,
     SALE_FEATURES,
     TRAINING_SET,
@@ -44,6 +45,7 @@ def build_retrain_sensor(settings: AutomationSettings, name: str = "retrain_sens
     ``training``: the model lifecycle job's assets).
     """
     s = settings
+    run_config = IN_PROCESS_RUN_CONFIG if s.in_process_runs else {}
 
     @dg.sensor(
         name=name,
@@ -115,6 +117,7 @@ def build_retrain_sensor(settings: AutomationSettings, name: str = "retrain_sens
                     run_key=key,
                     asset_selection=retrain_keys,
                     tags={TRIGGER_TAG: reason, MONTH_TAG: month},
+                    run_config=run_config,
                 )
             )
 
@@ -126,6 +129,7 @@ def build_retrain_sensor(settings: AutomationSettings, name: str = "retrain_sens
                         run_key=f"drift_report:{newest}:{features_id}:{accepted_id}",
                         asset_selection=[DRIFT_REPORT],
                         tags={TRIGGER_TAG: "new_data", MONTH_TAG: newest},
+                        run_config=run_config,
                     )
                 )
             if wants_new:
