@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["lifecycle_bench.py", "serving_bench.py"]
+BENCHES = ["lifecycle_bench.py", "serving_bench.py", "drift_calibration.py", "daemon_bench.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent
