@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from homeprice_assets.training import metrics
+
 GT_COLUMNS = (
     "sale_id",
     "parcel_id",
@@ -67,18 +69,14 @@ def live_metrics(rows: pd.DataFrame) -> dict[str, float]:
     if rows.empty:
         return {"n": 0}
     y, p = rows["sale_price"].to_numpy(float), rows["price"].to_numpy(float)
-    ratio = p / y
-    median_ratio = float(np.median(ratio))
-    ape = np.abs(p - y) / y
-    inside = (y >= rows["price_lower"].to_numpy(float)) & (y <= rows["price_upper"].to_numpy(float))
+    # the same definitions as the offline validation report (training/metrics.py)
     return {
         "n": len(rows),
-        "mdape": float(np.median(ape)),
-        "ppe10": float(np.mean(ape <= 0.10 + 1e-12)),
-        "median_ratio": median_ratio,
-        # coefficient of dispersion (IAAO): mean absolute deviation from the median ratio, in % of it
-        "cod": float(100 * np.mean(np.abs(ratio - median_ratio)) / median_ratio),
-        "coverage": float(np.mean(inside)),
+        "mdape": metrics.mdape(y, p),
+        "ppe10": metrics.ppe(y, p, 0.10),
+        "median_ratio": metrics.median_ratio(y, p),
+        "cod": metrics.cod(y, p),  # IAAO coefficient of dispersion, % of the median ratio
+        "coverage": metrics.coverage(y, rows["price_lower"], rows["price_upper"]),
     }
 
 
