@@ -98,3 +98,26 @@ def test_rows_are_built_on_the_writer_thread_and_overflow_is_counted(tmp_path) -
     assert built_on == ["prediction-log"]
     assert log.written == 200 and log.failed == 250 and sorted(failures) == [50, 200]
     assert log.pending == 0
+
+
+@pytest.mark.parametrize("url", ["sqlite", PG_URL], ids=["sqlite", "postgresql"])
+def test_ground_truth_reads_predictions_by_parcel_with_the_valuation_date(url: str, tmp_path) -> None:
+    from homeprice_assets.serving.predlog import read_predictions
+
+    url = f"sqlite:///{tmp_path / 'p.db'}" if url == "sqlite" else url
+    log = PredictionLog(url, batch_size=100, flush_interval_s=0.05)
+    rows = _rows(30)
+    for i, row in enumerate(rows):
+        row["inputs"] = {"living_sf": 1000, **({"sale_date": "2014-05-31"} if i % 2 else {})}
+    log.append(rows)
+    deadline = time.monotonic() + 20
+    while log.written < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log.close()
+    wanted = [r["parcel_id"] for r in rows[:25]] + ["nobody"]
+    got = read_predictions(url, wanted, model_name="homeprice", chunk=7).sort_values("request_id")
+    assert len(got) == 25 and set(got["parcel_id"]) == set(wanted[:25])
+    assert got["created_at"].dt.tz is None  # naive UTC, comparable with sale dates
+    dated = got.set_index("parcel_id")["valuation_date"]
+    assert str(dated[rows[1]["parcel_id"]].date()) == "2014-05-31" and dated.isna().sum() == 13
+    assert read_predictions(url, ["nobody"]).empty
