@@ -123,6 +123,7 @@ def test_s3_landing_and_s3_asset_storage(s3_endpoint: str, instance) -> None:
     """The production shape: sales land in S3 and every asset is stored in S3, up to the training split."""
     import dagster as dg
 
+    from homeprice_assets.resources.config import ProjectConfigResource
     from homeprice_assets.resources.storage import S3ParquetStorage, storage_from_url
     from homeprice_assets.training.assets import model_datasets
     from homeprice_assets_tests.helpers import INGEST_ASSETS
@@ -137,7 +138,7 @@ def test_s3_landing_and_s3_asset_storage(s3_endpoint: str, instance) -> None:
         [*INGEST_ASSETS, model_datasets],
         selection=["training_set", "validation_set"],
         instance=instance,
-        resources={"landing": zone, "io_manager": storage},
+        resources={"landing": zone, "io_manager": storage, "settings": ProjectConfigResource()},
     )
     train = result.output_for_node("model_datasets", "training_set")
     assert sorted(train["sale_month"].unique()) == ["2013-01"]
