@@ -479,6 +479,35 @@ def _group_pids(pgid: int) -> list[int]:
     return pids
 
 
+RUNS_QUERY = "{ runsOrError(limit: 200) { __typename ... on Runs { results { jobName status } } } }"
+
+
+def _dev_runs(stack: Stack, timeout: float = 240) -> list[tuple[str, str]]:
+    """Start ``homeprice dev --profile production``, list the runs through its GraphQL API, stop it."""
+    port = free_port()
+    log = stack.tmp / "dev.log"
+    env = {**_base_env(stack.tmp), p.ENV_FILE_VAR: str(stack.env_file)}
+    cmd = [str(VENV_BIN / "homeprice"), "dev", "--profile", "production", "--port", str(port)]
+    proc = _start(cmd, env, log, stack.tmp)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"homeprice dev exited {proc.returncode}:\n{log.read_text()[-4000:]}"
+            try:
+                answer = requests.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": RUNS_QUERY}, timeout=10
+                ).json()
+                runs = answer["data"]["runsOrError"]
+                if runs["__typename"] == "Runs":
+                    return [(r["jobName"], r["status"]) for r in runs["results"]]
+            except (requests.RequestException, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(1)
+        raise AssertionError(f"homeprice dev did not list runs in {timeout} s:\n{log.read_text()[-4000:]}")
+    finally:
+        stop_process_group(proc, timeout=60)
+
+
 @pytest.mark.slow
 def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     from homeprice_assets.config import load_config
@@ -533,6 +562,14 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     for local in ("mlflow.db", "predictions.db", "landing", "storage", "mlartifacts"):
         assert not (stack.home / local).exists(), local
     assert not (p.POSTGRES_INSTANCE / "storage").exists()
+
+    # `homeprice dev --profile production`: the Dagster UI (its code location in a subprocess) on the same
+    # PostgreSQL instance shows the runs the CLI made.
+    t0 = time.perf_counter()
+    runs_seen = _dev_runs(stack)
+    timings["dev: UI up, runs listed"] = time.perf_counter() - t0
+    assert sum(r == ("ingest_job", "SUCCESS") for r in runs_seen) == 18, runs_seen
+    assert ("model_lifecycle_job", "SUCCESS") in runs_seen, runs_seen
 
     # The service, with the profile's serving stores and NO S3 credentials or endpoint at all.
     port = free_port()
