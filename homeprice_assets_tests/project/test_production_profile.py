@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -113,6 +114,24 @@ def test_profile_sets_every_store_from_the_env_file(clean_environ: Path, tmp_pat
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"  # not the local SQLite default
     assert os.environ["DAGSTER_HOME"] == str(p.POSTGRES_INSTANCE)
     assert set_now["HOMEPRICE_PREDICTION_LOG_URL"] == values["HOMEPRICE_PREDICTION_LOG_URL"]
+
+
+def test_the_example_env_file_documents_every_store_and_holds_no_secret() -> None:
+    """deploy/profiles/production.env.example: every store variable set (the profile accepts it as is),
+    every password a placeholder, and a filled-in copy (*.env) ignored by git."""
+    example = REPO_ROOT / "deploy" / "profiles" / "production.env.example"
+    values = p.read_env_file(example)
+    for store in p.PIPELINE_STORES:
+        assert values.get(store.var), f"{store.var} is not documented in {example.name}"
+    p.validate({**values, "DAGSTER_HOME": str(p.POSTGRES_INSTANCE)})
+    secrets = {k: v for k, v in values.items() if "SECRET" in k or "PASSWORD" in k}
+    passwords = [urlsplit(v).password for v in values.values() if "://" in v and urlsplit(v).password]
+    assert secrets and all(v == "CHANGE-ME" for v in secrets.values()), secrets
+    assert passwords and set(passwords) == {"CHANGE-ME"}, passwords
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/profiles/production.env"], cwd=REPO_ROOT, check=False
+    )
+    assert ignored.returncode == 0, "a filled-in deploy/profiles/production.env would not be ignored by git"
 
 
 def test_local_profile_changes_nothing() -> None:
