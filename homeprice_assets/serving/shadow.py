@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,10 @@ class ShadowPricer:
         done: Done,
         max_pending_rows: int = 200_000,
         on_failure: Callable[[int], None] | None = None,
+        collect_s: float = 0.05,
     ) -> None:
         self.predict, self.done = predict, done
+        self.collect_s = collect_s  # wait this long after a job for more: fewer, larger model calls
         self.max_pending_rows, self.on_failure = max_pending_rows, on_failure
         self._queue: queue.SimpleQueue[ShadowJob | None] = queue.SimpleQueue()
         self._pending = 0
@@ -118,7 +121,11 @@ class ShadowPricer:
     def _run(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None or self._drain(job):
+            if job is None:
+                break
+            if self.collect_s:
+                time.sleep(self.collect_s)
+            if self._drain(job):
                 break
 
     def close(self, timeout: float = 30) -> None:
