@@ -58,7 +58,6 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
     """
     import dagster as dg
 
-    from homeprice_assets.config import project_config
     from homeprice_assets.definitions import defs
     from homeprice_assets.ingest.report import ingest_months
     from homeprice_assets.partitions import register_months
@@ -69,7 +68,7 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
         defs.resources["landing"],
         months,
         run_config=QUIET,
-        config=project_config().data,
+        config=defs.resources["settings"].get().data,
         progress=lambda it: tqdm(list(it), desc="ingest", unit="month", file=sys.stderr, disable=None),
         register=register_months,
     )

@@ -11,21 +11,27 @@ import dagster as dg
 from homeprice_assets.features.assets import sale_features
 from homeprice_assets.ingest.assets import clean_sales, raw_sales
 from homeprice_assets.partitions import register_months
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LandingZone
 
 INGEST_ASSETS = [raw_sales, clean_sales, sale_features]
 
 
 def ingest_month(
-    month: str, instance: dg.DagsterInstance, landing: LandingZone, storage: dg.ConfigurableIOManagerFactory
+    month: str,
+    instance: dg.DagsterInstance,
+    landing: LandingZone,
+    storage: dg.ConfigurableIOManagerFactory,
+    settings: ProjectConfigResource | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize raw -> clean -> features for one month, as the ingest job does (without raising)."""
     register_months(instance, [month])
+    settings = settings or ProjectConfigResource()
     return dg.materialize(
         INGEST_ASSETS,
         partition_key=month,
         instance=instance,
-        resources={"landing": landing, "io_manager": storage},
+        resources={"landing": landing, "io_manager": storage, "settings": settings},
         raise_on_error=False,
     )
 

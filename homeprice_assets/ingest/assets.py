@@ -5,7 +5,6 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from homeprice_assets.config import project_config
 from homeprice_assets.ingest import checks
 from homeprice_assets.ingest.reading import UnreadableFile, read_with_config, row_months
 from homeprice_assets.ingest.rules import (
@@ -20,6 +19,7 @@ from homeprice_assets.ingest.rules import (
     clean_sales as clean_rows,
 )
 from homeprice_assets.partitions import sale_month_partitions
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LandingZone
 
 
@@ -30,7 +30,7 @@ from homeprice_assets.resources.landing import LandingZone
     check_specs=checks.RAW_CHECKS,
 )
 def raw_sales(
-    context: dg.AssetExecutionContext, landing: LandingZone
+    context: dg.AssetExecutionContext, landing: LandingZone, settings: ProjectConfigResource
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Every row landed for the month, unchanged (as text), with its source file, file hash and row number.
 
@@ -39,7 +39,7 @@ def raw_sales(
     missing) is set aside with its reason, counted in the metadata and failed in the ``readable_files``
     check (ERROR: alerted); the month's other files go on.
     """
-    config = project_config().data
+    config = settings.get().data
     month = context.partition_key
     scan = landing.scan(config)
     for aside in scan.set_aside:
@@ -128,10 +128,13 @@ def _recent_row_counts(context: dg.AssetExecutionContext, month: str, lookback: 
     check_specs=checks.CLEAN_CHECKS,
 )
 def clean_sales(
-    context: dg.AssetExecutionContext, raw_sales: pd.DataFrame, landing: LandingZone
+    context: dg.AssetExecutionContext,
+    raw_sales: pd.DataFrame,
+    landing: LandingZone,
+    settings: ProjectConfigResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Apply the data rules: each raw row becomes a clean row or a quarantined row, never nothing."""
-    config = project_config().data
+    config = settings.get().data
     month = context.partition_key
     result = clean_rows(raw_sales, config, month=month)
     counts = result.counts_by_rule

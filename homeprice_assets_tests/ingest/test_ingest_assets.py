@@ -6,8 +6,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from homeprice_assets.config import load_config, project_config
+from homeprice_assets.config import load_config
 from homeprice_assets.ingest.landing import land_history
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets_tests.helpers import check_results, ingest_month
 
 CONFIG = load_config().data
@@ -110,9 +111,7 @@ def test_missing_required_column_fails_with_its_name(instance, landing, storage,
     assert not instance.get_materialized_partitions(dg.AssetKey("clean_sales"))
 
 
-def test_user_columns_through_config_alone(
-    instance, landing, storage, bundled_sales, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_user_columns_through_config_alone(instance, landing, storage, bundled_sales, tmp_path: Path) -> None:
     renames = {
         "sale_price": "PRICE",
         "sale_date": "DocumentDate",
@@ -132,13 +131,7 @@ def test_user_columns_through_config_alone(
         "    sale_price: PRICE\n    sale_date: DocumentDate\n    living_sf: SqFtTotLiving\n"
         "    location: Neighborhood\n    latitude: Lat\n    longitude: Long\n    sale_id: ExciseTaxNbr\n"
     )
-    monkeypatch.setenv("HOMEPRICE_CONFIG", str(user_config))
-    project_config.cache_clear()
-    try:
-        result = ingest_month("2015-07", instance, landing, storage)
-    finally:
-        monkeypatch.delenv("HOMEPRICE_CONFIG")
-        project_config.cache_clear()
+    result = ingest_month("2015-07", instance, landing, storage, ProjectConfigResource(path=str(user_config)))
     assert result.success
     clean = result.output_for_node("clean_sales", "clean_sales")
     assert len(clean) == len(rows)

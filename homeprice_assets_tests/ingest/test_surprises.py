@@ -8,37 +8,20 @@ is set aside with its reason) and that 2012-02 is untouched.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
-import yaml
 
-from homeprice_assets.config import load_config, project_config
+from homeprice_assets.config import load_config
 from homeprice_assets.ingest.assets import clean_sales, raw_sales
 from homeprice_assets.ingest.landing import land_history
 from homeprice_assets.partitions import register_months
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone, month_digest
 from homeprice_assets_tests.helpers import check_results, ingest_month
 
 MONTH, OTHER = "2012-03", "2012-02"
-
-
-@pytest.fixture
-def use_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict], None]]:
-    """Write a user config file and point HOMEPRICE_CONFIG at it (until the config resource is wired)."""
-
-    def apply(data: dict) -> None:
-        path = tmp_path / "homeprice.yaml"
-        path.write_text(yaml.safe_dump(data))
-        monkeypatch.setenv("HOMEPRICE_CONFIG", str(path))
-        project_config.cache_clear()
-
-    yield apply
-    monkeypatch.delenv("HOMEPRICE_CONFIG", raising=False)
-    project_config.cache_clear()
 
 
 @pytest.fixture
@@ -83,14 +66,20 @@ def _clean(result: dg.ExecuteInProcessResult) -> pd.DataFrame:
     return result.output_for_node("clean_sales", "clean_sales")
 
 
-def _ingest_raw_and_clean(month: str, instance, landing, storage) -> dg.ExecuteInProcessResult:
+def _ingest_raw_and_clean(
+    month: str, instance, landing, storage, settings: ProjectConfigResource | None = None
+) -> dg.ExecuteInProcessResult:
     """raw -> clean only (the model-side features are helper A's): what ingest guarantees."""
     register_months(instance, [month])
     return dg.materialize(
         [raw_sales, clean_sales],
         partition_key=month,
         instance=instance,
-        resources={"landing": landing, "io_manager": storage},
+        resources={
+            "landing": landing,
+            "io_manager": storage,
+            "settings": settings or ProjectConfigResource(),
+        },
         raise_on_error=False,
     )
 
@@ -158,7 +147,7 @@ def test_semicolon_export_is_sniffed(instance, landing, storage, bundled_sales, 
 
 
 def test_semicolon_export_with_decimal_commas_through_config(
-    instance, landing, storage, bundled_sales, landed, use_config
+    instance, landing, storage, bundled_sales, landed
 ) -> None:
     rows = _rows(bundled_sales, MONTH)
     theirs = rows.copy()
@@ -166,8 +155,10 @@ def test_semicolon_export_with_decimal_commas_through_config(
         theirs[col] = theirs[col].str.replace(".", ",", regex=False)
     landing.write_bytes(f"agency_b/{MONTH}/export.csv", theirs.to_csv(index=False, sep=";").encode())
     landing.write_bytes(f"sales_{MONTH}.csv", b"")  # the original replaced by the agency's export
-    use_config({"data": {"sources": [{"glob": "agency_b/*", "delimiter": ";", "decimal": ","}]}})
-    result = ingest_month(MONTH, instance, landing, storage)
+    settings = ProjectConfigResource(
+        overrides={"data": {"sources": [{"glob": "agency_b/*", "delimiter": ";", "decimal": ","}]}}
+    )
+    result = ingest_month(MONTH, instance, landing, storage, settings)
     assert result.success
     clean = _clean(result).set_index("sale_id").sort_index()
     assert set(clean.index) == set(rows["sale_id"])
@@ -180,12 +171,14 @@ def test_semicolon_export_with_decimal_commas_through_config(
 
 
 def test_wrong_configured_delimiter_sets_the_file_aside(
-    instance, landing, storage, bundled_sales, landed, use_config
+    instance, landing, storage, bundled_sales, landed
 ) -> None:
     rows = _rows(bundled_sales, MONTH)
     landing.write_bytes(f"{MONTH}/piped.csv", rows.iloc[:10].to_csv(index=False, sep="|").encode())
-    use_config({"data": {"sources": [{"glob": "*/piped.csv", "delimiter": ";"}]}})
-    result = ingest_month(MONTH, instance, landing, storage)
+    settings = ProjectConfigResource(
+        overrides={"data": {"sources": [{"glob": "*/piped.csv", "delimiter": ";"}]}}
+    )
+    result = ingest_month(MONTH, instance, landing, storage, settings)
     assert result.success
     assert set(_clean(result)["sale_id"]) == set(rows["sale_id"])
     [aside] = _raw_meta(result)["quarantined_file_reasons"].value
@@ -195,7 +188,7 @@ def test_wrong_configured_delimiter_sets_the_file_aside(
 
 # ---------------------------------------------------------------- row 3: a Latin-1 export with accents
 def test_latin1_export_needs_and_honours_the_configured_encoding(
-    instance, landing, storage, bundled_sales, landed, use_config
+    instance, landing, storage, bundled_sales, landed
 ) -> None:
     rows = _rows(bundled_sales, MONTH).copy()
     rows.loc[:49, "use_type"] = "maison détachée"
@@ -206,8 +199,8 @@ def test_latin1_export_needs_and_honours_the_configured_encoding(
     assert not refused.success and "cannot decode as utf-8: byte 0xe9" in check.description
     assert "data.read.encoding" in check.description  # the setting to change, no traceback
 
-    use_config({"data": {"read": {"encoding": "latin-1"}}})
-    result = ingest_month(MONTH, instance, landing, storage)
+    settings = ProjectConfigResource(overrides={"data": {"read": {"encoding": "latin-1"}}})
+    result = ingest_month(MONTH, instance, landing, storage, settings)
     assert result.success
     clean = _clean(result)
     assert set(clean["sale_id"]) == set(rows["sale_id"])
@@ -247,15 +240,15 @@ def test_file_without_month_is_split_by_sale_date(instance, landing, storage, bu
 
 
 def test_file_without_month_refused_loudly_when_required(
-    instance, landing, storage, bundled_sales, landed, use_config
+    instance, landing, storage, bundled_sales, landed
 ) -> None:
-    use_config({"data": {"require_month_in_path": True}})
+    settings = ProjectConfigResource(overrides={"data": {"require_month_in_path": True}})
     landing.write_bytes("exports/latest.csv", _rows(bundled_sales, "2012-04").to_csv(index=False).encode())
-    scan = landing.scan(project_config().data)
+    scan = landing.scan(settings.get().data)
     assert "2012-04" not in {f.month for f in scan.files}
     [aside] = scan.set_aside
     assert aside.key == "exports/latest.csv" and "data.require_month_in_path is true" in aside.reason
-    result = ingest_month(MONTH, instance, landing, storage)
+    result = ingest_month(MONTH, instance, landing, storage, settings)
     assert result.success
     assert _raw_meta(result)["landing_files_in_no_month"].value == 1
     logs = [e.message for e in instance.all_logs(result.run_id) if e.level == 30]  # WARNING
@@ -265,7 +258,7 @@ def test_file_without_month_refused_loudly_when_required(
 
 # ---------------------------------------------------------------- row 5: no sale id and no parcel id
 def test_export_without_ids_keeps_different_homes_apart(
-    instance, landing, storage, bundled_sales, landed, use_config
+    instance, landing, storage, bundled_sales, landed
 ) -> None:
     rows = _rows(bundled_sales, MONTH)
     theirs = rows.drop(columns=["sale_id", "pinx"])
@@ -273,7 +266,6 @@ def test_export_without_ids_keeps_different_homes_apart(
     # an exact duplicate row inside the file is counted like a repeat across files
     theirs = pd.concat([theirs, theirs.iloc[[5]]], ignore_index=True)
     landing.write_bytes(f"sales_{MONTH}.csv", theirs.to_csv(index=False).encode())
-    use_config({"data": {"columns": {"location": "area", "living_sf": "tot_sf", "waterfront": "wfnt"}}})
     result = ingest_month(MONTH, instance, landing, storage)
     assert result.success
     clean = _clean(result)
