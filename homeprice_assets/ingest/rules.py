@@ -133,12 +133,18 @@ def _decimal_marks(frame: pd.DataFrame, config: DataConfig) -> pd.Series | None:
     return out
 
 
+_GROUPED_BY_POINTS = r"[-+]?\d{1,3}(\.\d{3})+(,\d*)?"
+
+
 def _with_decimal_point(values: pd.Series, decimal: pd.Series | None) -> pd.Series:
     if decimal is None:
         return values
-    text = values.astype("string")
+    text = values.astype("string").str.strip()
     comma = decimal != "."
-    text[comma] = text[comma].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    part = text[comma]
+    grouped = part.str.fullmatch(_GROUPED_BY_POINTS).fillna(False)  # 1.234.567,5: points group thousands
+    part = part.where(~grouped, part.str.replace(".", "", regex=False))
+    text[comma] = part.str.replace(",", ".", regex=False)
     return text
 
 

@@ -124,6 +124,8 @@ class LandingZone(dg.ConfigurableResource):
             config.model_dump_json(include={"columns", "read", "sources", "date_format"}),
         )
         if cache_key not in _SPLIT_CACHE:
+            if len(_SPLIT_CACHE) > 1024:  # a long-running sensor process: forget files long replaced
+                _SPLIT_CACHE.clear()
             try:
                 frame = read_with_config(key, self.read_bytes(key), config).frame
                 months = tuple(sorted(set(row_months(frame, key, config))))

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from homeprice_assets.config import load_config
+from homeprice_assets.config import SourceReadOptions, load_config
 from homeprice_assets.ingest.rules import RULES, SchemaError, clean_sales, combine_landed, content_version
 
 CONFIG = load_config().data
@@ -92,6 +92,31 @@ def test_with_parcel_id_a_corrected_attribute_is_a_repeat(month_rows: pd.DataFra
     raw.loc[1, "beds"] = "9"
     result = clean_sales(raw, CONFIG, month="2014-06")
     assert result.counts_by_rule["duplicate_sale"] == 1
+
+
+def test_each_source_its_date_format_and_decimal_mark(month_rows: pd.DataFrame) -> None:
+    """Two exports of one month: one ISO with points, one day-first with decimal commas (data.sources)."""
+    config = CONFIG.model_copy(
+        update={
+            "sources": [
+                SourceReadOptions(glob="eu/*", date_format="%d.%m.%Y", decimal=","),
+            ]
+        }
+    )
+    us = month_rows.iloc[:100].assign(_source_file="us/2014-06.csv")
+    eu = month_rows.iloc[100:200].copy()
+    eu["sale_date"] = pd.to_datetime(eu["sale_date"]).dt.strftime("%d.%m.%Y")
+    eu["baths"] = eu["baths"].str.replace(".", ",", regex=False)
+    eu["latitude"] = eu["latitude"].str.replace(".", ",", regex=False)  # longitude left with a point
+    eu["sale_price"] = eu["sale_price"].map(lambda v: f"{int(float(v)):,}".replace(",", "."))  # 1.234.567
+    eu = eu.assign(_source_file="eu/2014-06.csv")
+    result = clean_sales(pd.concat([us, eu], ignore_index=True), config, month="2014-06")
+    assert sum(result.counts_by_rule.values()) == 0
+    clean = result.clean.set_index("sale_id")
+    expected = month_rows.iloc[:200].set_index("sale_id").loc[list(clean.index)]
+    assert (clean["sale_date"].to_numpy() == pd.to_datetime(expected["sale_date"]).to_numpy()).all()
+    for col in ("sale_price", "baths", "latitude", "longitude"):
+        assert (clean[col].to_numpy() == expected[col].astype(float).to_numpy()).all(), col
 
 
 def test_missing_required_column_names_it(month_rows: pd.DataFrame) -> None:
