@@ -8,6 +8,7 @@ import pytest
 
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.landing import land_history
+from homeprice_assets.ingest.report import outcome_of
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets_tests.helpers import check_results, ingest_month
 
@@ -94,6 +95,13 @@ def test_bad_rows_are_quarantined_and_block_features(instance, landing, storage,
     assert not rate.passed and rate.blocking
     assert rate.metadata["rule_nonpositive_price"].value == 30
     assert "nonpositive_price: 30" in rate.description
+    # what the CLI prints for this month: the failed blocking check with its rule counts, no traceback
+    outcome = outcome_of("2012-03", result)
+    assert outcome.failed
+    [reason] = outcome.reasons
+    assert reason.startswith("clean_sales.quarantine_rate: 35 of ")
+    assert "nonpositive_price: 30, implausible_coordinates: 5" in reason
+    assert outcome.lines()[0].startswith(f"  2012-03  FAILED: {len(rows) - 35} clean, 35 quarantined")
     # nothing downstream of the failed blocking check was materialized
     assert not instance.get_materialized_partitions(dg.AssetKey("sale_features"))
     assert "2012-03" in instance.get_materialized_partitions(dg.AssetKey("quarantined_sales"))
