@@ -30,6 +30,7 @@ from homeprice_model.features import (
     frame_columns,
 )
 from homeprice_model.market_index import MarketIndex
+from homeprice_model.repeat_sales import PARCEL_INPUT, REPEAT_FEATURES, LastSales, repeat_features
 
 _ONE_THREAD_ROWS = 2_000
 _SMALL = 64  # up to this many rows, plain dict lookups beat pandas' hashing
@@ -74,6 +75,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # Months from the calibration model's last training month to each calibration sale (aligned with
     # ``calibration_scores``); None: one interval width for every horizon (models logged before).
     calibration_horizons: np.ndarray | None = None
+    # Each parcel's last training sale, for the repeat-sales features; None: a model without them.
+    last_sales: LastSales | None = None
     _horizon_widths: dict[float, np.ndarray] | None = None
     input_fields: list[str] = list(INPUT_FIELDS)
 
@@ -213,6 +216,13 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         missing = np.isnan(months)
         if missing.any():
             months[missing] = self.reference_month
+        if REPEAT_FEATURES[0] in self.feature_names:
+            # The parcel's last training sale, if it came before the valued month (``parcel_id`` optional).
+            if self.last_sales is not None:
+                prev_months, prev_prices = self.last_sales.lookup(columns.get(PARCEL_INPUT), len(months))
+            else:
+                prev_months = prev_prices = np.full(len(months), np.nan)
+            feats.update(repeat_features(prev_months, prev_prices, months, feats["location"], self.index))
         return feats
 
     def design_matrix(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -45,5 +45,7 @@ def feature_table(clean: pd.DataFrame) -> pd.DataFrame:
     read back from this table alone: ``table[list(INPUT_FIELDS)]``.
     """
     clean = clean.reset_index(drop=True)
-    keys = clean[["sale_id", "sale_month", "sale_price", "sale_date", "living_sf", "lot_sf"]]
+    # parcel_id (when the source has one) gives the model its repeat-sales features.
+    key_columns = ["sale_id", "parcel_id"] if "parcel_id" in clean else ["sale_id"]
+    keys = clean[[*key_columns, "sale_month", "sale_price", "sale_date", "living_sf", "lot_sf"]]
     return pd.concat([keys, make_features(clean)], axis=1)

@@ -214,8 +214,10 @@ def validation_report(
     reg = registry.get()
     ref = ModelRef.from_frame(price_model)
     version = ref.version
-    inputs = validation_set[[c for c in INPUT_FIELDS if c in validation_set]].reset_index(drop=True)
-    pyfunc, _ = reg.load(version)
+    pyfunc, inner = reg.load(version)
+    # parcel_id only for a model that takes it (repeat sales); every other model ignores it.
+    takes = [*INPUT_FIELDS, *(c for c in getattr(inner, "input_fields", ()) if c not in INPUT_FIELDS)]
+    inputs = validation_set[[c for c in takes if c in validation_set]].reset_index(drop=True)
     try:
         check_feature_mismatch(inputs, pyfunc)
     except FeatureMismatchError as exc:

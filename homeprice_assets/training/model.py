@@ -26,6 +26,13 @@ from homeprice_assets.training.splits import month_of, training_split
 from homeprice_model.features import COORDINATE_FEATURES, COORDINATE_INPUTS, FEATURES, INPUT_FIELDS
 from homeprice_model.market_index import IndexParams, MarketIndex
 from homeprice_model.model import BOUNDED_FIELDS, HomePriceModel
+from homeprice_model.repeat_sales import (
+    PARCEL_INPUT,
+    REPEAT_FEATURES,
+    LastSales,
+    previous_sales,
+    repeat_features,
+)
 
 __all__ = ["DEFAULT_PARAMS", "HomePriceModel", "fit_price_model", "training_bounds"]
 
@@ -52,6 +59,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # Refit the trees on the calibration months too once the conformal scores are taken: the newest sales
     # then inform the model; the scores, from trees that saw less, stay (slightly conservative).
     "refit_on_calibration": True,
+    # The parcel's previous sale, carried forward by the index (homeprice_model/repeat_sales.py), when the
+    # training rows have ``parcel_id``.
+    "repeat_sales": True,
     # market index settings (see market_index.IndexParams)
     **asdict(IndexParams()),
 }
@@ -61,6 +71,7 @@ _OWN_KEYS = (
     "use_market_index",
     "time_feature",
     "refit_on_calibration",
+    "repeat_sales",
 )
 INDEX_KEYS = tuple(IndexParams.__dataclass_fields__)
 # Margins around the observed range when no configured bounds are given: about 11 km, and a factor of 2.
@@ -140,6 +151,12 @@ def fit_price_model(
     started = time.perf_counter()
     lgb_params, own, index_params = _split_params(params or {})
     train = train.sort_values("sale_date", kind="stable")
+    repeat = bool(own["repeat_sales"]) and PARCEL_INPUT in train and bool(train[PARCEL_INPUT].notna().any())
+    if repeat:  # each sale's previous sale of the same parcel, in an earlier month only
+        prev_month, prev_price = previous_sales(
+            train[PARCEL_INPUT], train["months_since_origin"], np.log(train["sale_price"].to_numpy())
+        )
+        train = train.assign(_prev_month=prev_month, _prev_log_price=prev_price)
     span = len(month_of(train).unique())
     calibration_months = max(1, min(calibration_months, (span - early_stopping_months) // 2))
     split = training_split(train, calibration_months, early_stopping_months)
@@ -152,6 +169,9 @@ def fit_price_model(
         and (coordinates or f not in COORDINATE_FEATURES)
     ]
     input_fields = [c for c in INPUT_FIELDS if coordinates or c not in COORDINATE_INPUTS]
+    if repeat:
+        feature_names += list(REPEAT_FEATURES)
+        input_fields.append(PARCEL_INPUT)
     categories = sorted(train["location"].astype(str).unique())
 
     def fit_index(frame: pd.DataFrame) -> MarketIndex | None:
@@ -166,6 +186,27 @@ def fit_price_model(
         return y - index.value(
             frame["location"].astype(str).to_numpy(), frame["months_since_origin"].to_numpy()
         )
+
+    def last_sales(frame: pd.DataFrame) -> LastSales | None:
+        if not repeat:
+            return None
+        return LastSales.from_sales(
+            frame[PARCEL_INPUT], frame["months_since_origin"], np.log(frame["sale_price"].to_numpy())
+        )
+
+    def design(frame: pd.DataFrame) -> pd.DataFrame:
+        table = frame.reindex(columns=list(FEATURES))
+        if repeat:  # against the model's current index, as serving computes them
+            table = table.assign(
+                **repeat_features(
+                    frame["_prev_month"].to_numpy(),
+                    frame["_prev_log_price"].to_numpy(),
+                    frame["months_since_origin"].to_numpy(dtype=float),
+                    frame["location"].astype(str).to_numpy(),
+                    model.index,
+                )
+            )
+        return model._design(table)[feature_names]
 
     fit_all = split.fit_all
     model = HomePriceModel(
@@ -182,7 +223,7 @@ def fit_price_model(
         bounds=training_bounds(train, bounds),
     )
 
-    design = model._design(fit_all.reindex(columns=list(FEATURES)))[feature_names]
+    design_all = design(fit_all)
     y_all = target(fit_all, model.index)
     n_fit = len(split.fit)
     rounds = int(own["num_boost_round"])
@@ -190,8 +231,8 @@ def fit_price_model(
     if len(split.early_stopping) and own["early_stopping_rounds"]:
         # The index for the early-stopping months is fit on the same rows; its level is a handful of
         # parameters per month, so it barely favours those rows, while the trees never see them.
-        dtrain = lgb.Dataset(design.iloc[:n_fit], y_all[:n_fit])
-        dvalid = lgb.Dataset(design.iloc[n_fit:], y_all[n_fit:], reference=dtrain)
+        dtrain = lgb.Dataset(design_all.iloc[:n_fit], y_all[:n_fit])
+        dvalid = lgb.Dataset(design_all.iloc[n_fit:], y_all[n_fit:], reference=dtrain)
         probe = lgb.train(
             lgb_params,
             dtrain,
@@ -202,11 +243,12 @@ def fit_price_model(
         best_iteration = max(int(probe.best_iteration or rounds), 1)
         # More rows after refitting on fit + ES months: scale the rounds up by the row ratio (capped).
         best_iteration = int(best_iteration * min(len(fit_all) / max(n_fit, 1), 1.25))
-    model.booster = lgb.train(lgb_params, lgb.Dataset(design, y_all), num_boost_round=best_iteration)
+    model.booster = lgb.train(lgb_params, lgb.Dataset(design_all, y_all), num_boost_round=best_iteration)
     model.params["best_iteration"] = best_iteration
 
     if len(split.calibration):
         cal = split.calibration
+        model.last_sales = last_sales(fit_all)  # calibration homes see only sales before the cut
         log_pred = model.predict_log(cal[input_fields])
         model.set_calibration(
             np.abs(np.log(cal["sale_price"].to_numpy()) - log_pred),
@@ -221,11 +263,12 @@ def fit_price_model(
             refit.month_effect = refit.month_effect + shift
         model.index = refit
         if own["refit_on_calibration"]:
-            design = model._design(train.reindex(columns=list(FEATURES)))[feature_names]
             rounds_all = int(best_iteration * min(len(train) / max(len(fit_all), 1), 1.25))
             model.booster = lgb.train(
-                lgb_params, lgb.Dataset(design, target(train, model.index)), num_boost_round=rounds_all
+                lgb_params, lgb.Dataset(design(train), target(train, model.index)), num_boost_round=rounds_all
             )
+
+    model.last_sales = last_sales(train)  # serving: every parcel's last training sale
 
     model.trained_through = month_of(train).max()
     model.locations = {

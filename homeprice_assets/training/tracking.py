@@ -74,7 +74,9 @@ def input_example(table: pd.DataFrame, rows: int = 5, model: HomePriceModel | No
 
     With ``model``, only the inputs it was trained with (a model without coordinates takes none).
     """
-    fields = model.input_fields if model is not None else [c for c in INPUT_FIELDS if c in table]
+    # parcel_id (repeat sales) is kept for the models that take it; the signature keeps a model's own inputs.
+    known = (*INPUT_FIELDS, "parcel_id")
+    fields = model.input_fields if model is not None else [c for c in known if c in table]
     return table[list(fields)].head(rows).reset_index(drop=True)
 
 

@@ -170,7 +170,8 @@ def test_a_model_without_coordinates_trains_and_serves(
     inputs = validation[model.input_fields]
     without = served.pyfunc.predict(inputs)
     # the validation step's schema check: null coordinate columns (data without them) are not extra
-    nulls = validation.reindex(columns=list(INPUT_FIELDS)).assign(latitude=np.nan, longitude=np.nan)
+    taken = [*INPUT_FIELDS, *(c for c in model.input_fields if c not in INPUT_FIELDS)]  # + parcel_id
+    nulls = validation.reindex(columns=taken).assign(latitude=np.nan, longitude=np.nan)
     check_feature_mismatch(nulls, served.pyfunc)
     with pytest.raises(FeatureMismatchError, match=r"unexpected column\(s\) \['latitude'\]"):
         check_feature_mismatch(nulls.assign(latitude=47.6), served.pyfunc)

@@ -109,7 +109,8 @@ def test_saved_model_carries_code_features_and_metadata(small: Small, saved: Pat
     assert not list((saved / "code").rglob("__pycache__"))
     features = json.loads((saved / "features.json").read_text())
     assert features["features"] == small.model.feature_names
-    assert features["input_fields"] == small.model.input_fields == list(INPUT_FIELDS)
+    # trained on sales with parcel ids: the model also takes the optional parcel_id (repeat sales)
+    assert features["input_fields"] == small.model.input_fields == [*INPUT_FIELDS, "parcel_id"]
     meta = yaml.safe_load((saved / "MLmodel").read_text())["metadata"]
     assert meta["bounds"] == small.model.bounds
     assert meta["bounds"]["min_latitude"] == 47.0  # the default configuration's data.bounds
@@ -142,7 +143,7 @@ def _old_style_pickle(model: HomePriceModel) -> bytes:
     no ``bounds``. Protocol 2 writes class references as text lines, so they can be rewritten in place."""
     old = object.__new__(HomePriceModel)
     state = model.__getstate__()
-    for later in ("bounds", "_codes"):
+    for later in ("bounds", "_codes", "last_sales"):  # last_sales: repeat sales, added later still
         state.pop(later)
     old.__dict__.update(state)
     data = pickle.dumps(old, protocol=2)

@@ -27,7 +27,9 @@ class Fitted:
 
     @property
     def inputs(self) -> pd.DataFrame:
-        return self.split.validation[list(INPUT_FIELDS)]
+        """What a caller sends: the raw input fields and, for a model that takes it, ``parcel_id``."""
+        extra = [c for c in self.model.input_fields if c not in INPUT_FIELDS]
+        return self.split.validation[[*INPUT_FIELDS, *extra]]
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ def test_explain_sums_to_prediction(fitted: Fitted) -> None:
 def test_model_attributes(fitted: Fitted) -> None:
     model = fitted.model
     assert sum(model.locations.values()) == len(fitted.split.train)
-    assert model.input_fields == list(INPUT_FIELDS)
+    assert model.input_fields == [*INPUT_FIELDS, "parcel_id"]  # parcel_id: repeat sales (optional)
     assert "location" in model.feature_names and "rot45_x" in model.feature_names  # coordinates present
     # no configured bounds given: the training rows' range, widened (about 11 km; area x2)
     train = fitted.split.train

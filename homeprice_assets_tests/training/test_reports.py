@@ -107,7 +107,7 @@ def test_model_card_diff_against_champion(
         "version 1",
         "Hyperparameter changes",
         "num_leaves",
-        "Added: location",
+        f"Added: {model.feature_names[-1]}",  # the feature the champion lacks
         "Metrics against the baseline",
         "Price intervals",
         "Intended use",
