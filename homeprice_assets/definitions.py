@@ -16,9 +16,9 @@ from homeprice_assets.features import assets as feature_assets
 from homeprice_assets.ingest import assets as ingest_assets
 from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.monitoring import definitions as monitoring
+from homeprice_assets.profiles import apply_profile
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import landing_zone_from_url
-from homeprice_assets.resources.mlflow import MlflowTracking
 from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.resources.storage import storage_from_url
 from homeprice_assets.rollout import definitions as rollout
@@ -39,11 +39,12 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
             "io_manager": storage_from_url(),
             "landing": landing_zone_from_url(),
             "registry": ModelRegistry(tracking_uri=tracking_uri, ui_url=ui_url),
-            # Kept while the drift report moves onto ``registry``.
-            "mlflow_tracking": MlflowTracking(tracking_uri=tracking_uri, ui_url=ui_url),
         },
     )
 
 
+# Under HOMEPRICE_PROFILE=production a code location started outside the CLI (compose, Helm) refuses a missing
+# or local store by name, as the CLI does; locally this changes nothing.
+apply_profile()
 _config = ProjectConfigResource.from_env()
 defs = dg.Definitions.merge(_core(_config), monitoring.build_defs(_config), serving.defs, rollout.defs)

@@ -1,7 +1,7 @@
 """Serving's share of the code location: the ``bento`` asset and the sensor that rebuilds it on promotion.
 
 Merge with ``dg.Definitions.merge(core, serving.defs)``, in place of loading ``serving.assets`` and declaring
-``serving_automation`` in the core; ``mlflow_tracking`` and ``promoted_model`` come from the core.
+``serving_automation`` in the core; ``registry`` and ``promoted_model`` come from the core.
 """
 
 from __future__ import annotations

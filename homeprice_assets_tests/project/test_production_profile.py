@@ -648,3 +648,28 @@ def test_production_profile_end_to_end(stack: Stack, bundled_sales) -> None:
     assert logged[0].price == pytest.approx(answer.json()["price"])
     timings["total after the stores were up"] = time.perf_counter() - started
     print("\n" + "\n".join(f"{name:<34} {seconds:7.1f} s" for name, seconds in timings.items()))
+
+
+def test_a_code_location_started_outside_the_cli_refuses_a_local_store(tmp_path: Path) -> None:
+    """compose or Helm import definitions.py directly: under the production profile a local store fails the
+    load, naming it, before any run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOMEPRICE_", "MLFLOW_"))}
+    env.update(
+        {
+            "HOMEPRICE_PROFILE": "production",
+            "HOMEPRICE_ENV_FILE": str(tmp_path / "none.env"),
+            "HOMEPRICE_HOME": str(tmp_path / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
+    (tmp_path / "none.env").write_text("")
+    done = subprocess.run(
+        [sys.executable, "-c", "import homeprice_assets.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "MLFLOW_TRACKING_URI" in done.stderr and "sqlite" in done.stderr
