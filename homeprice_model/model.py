@@ -349,11 +349,10 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         """Price and interval; ``params={"interval_level": 0.9}`` asks for another coverage level."""
         level = (params or {}).get("interval_level") or self.interval_level
         if isinstance(model_input, Mapping):
-            out = self.predict_columns(model_input, level)
-            return pd.DataFrame(out, columns=list(PRICE_COLUMNS))
-        frame = pd.DataFrame(model_input)
+            return _price_frame(self.predict_columns(model_input, level), None)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         out = self._priced(*self._log_price(frame_columns(frame), n=len(frame)), level)
-        return pd.DataFrame(out, index=frame.index)
+        return _price_frame(out, frame.index)
 
     # ---------------------------------------------------------------------------------------------------
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -384,6 +383,13 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         out["base_value"] = base_values
         out.attrs["method"] = method
         return out
+
+
+def _price_frame(out: Mapping[str, np.ndarray], index: pd.Index | None) -> pd.DataFrame:
+    """The price columns as one float block (a third of the cost of a frame built from a dict)."""
+    return pd.DataFrame(
+        np.column_stack([out[c] for c in PRICE_COLUMNS]), columns=list(PRICE_COLUMNS), index=index
+    )
 
 
 def required_inputs(model: HomePriceModel) -> tuple[str, ...]:
