@@ -386,7 +386,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
 
 
 def _price_frame(out: Mapping[str, np.ndarray], index: pd.Index | None) -> pd.DataFrame:
-    """The price columns as one float block (a third of the cost of a frame built from a dict)."""
+    """The price columns as one float block: cheaper than from a dict (24 us against 33 us, one row)."""
     return pd.DataFrame(
         np.column_stack([out[c] for c in PRICE_COLUMNS]), columns=list(PRICE_COLUMNS), index=index
     )
