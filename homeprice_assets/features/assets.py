@@ -6,10 +6,10 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from homeprice_assets.config import project_config
 from homeprice_assets.features.engineering import FEATURE_VERSION, FEATURES, NUMERIC_FEATURES, feature_table
 from homeprice_assets.monitoring.settings import PriceLevelSettings
 from homeprice_assets.partitions import sale_month_partitions
+from homeprice_assets.resources.config import ProjectConfigResource
 
 PRICE_LEVEL_CHECK = "price_level"
 FEATURE_CHECKS = [
@@ -29,8 +29,9 @@ FEATURE_CHECKS = [
     ),
 ]
 LEVEL_KEY = "median_price_per_sf"
-# Features derived from required inputs: a null here means a bug, not missing optional data.
-ALWAYS_PRESENT = ("log_living_sf", "latitude", "longitude", "rot45_x", "rot45_y", "months_since_origin")
+# Features derived from required inputs: a null here means a bug, not missing optional data. Coordinates are
+# optional (data without them trains a model without them), so their features may be null.
+ALWAYS_PRESENT = ("log_living_sf", "months_since_origin")
 
 
 def finite_features(table: pd.DataFrame) -> dg.AssetCheckResult:
@@ -111,7 +112,7 @@ def recent_levels(instance: dg.DagsterInstance, month: str, lookback: int) -> di
     check_specs=FEATURE_CHECKS,
 )
 def sale_features(
-    context: dg.AssetExecutionContext, clean_sales: pd.DataFrame
+    context: dg.AssetExecutionContext, clean_sales: pd.DataFrame, settings: ProjectConfigResource
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Keys, target, raw inputs and engineered features: known at sale time only, no price-derived inputs."""
     table = feature_table(clean_sales)
@@ -127,8 +128,6 @@ def sale_features(
         },
     )
     yield finite_features(table)
-    settings = project_config().monitoring.price_level
+    bound = settings.get().monitoring.price_level
     month = context.partition_key
-    yield price_level(
-        month, level, recent_levels(context.instance, month, settings.lookback_months), settings
-    )
+    yield price_level(month, level, recent_levels(context.instance, month, bound.lookback_months), bound)

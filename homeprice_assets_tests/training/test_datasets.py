@@ -5,6 +5,7 @@ import pandas as pd
 
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.landing import land_history
+from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.training.assets import model_datasets
 from homeprice_assets_tests.helpers import INGEST_ASSETS, ingest_month
 
@@ -23,7 +24,7 @@ def test_months_blocked_by_their_checks_are_left_out(instance, landing, storage,
         [*INGEST_ASSETS, model_datasets],
         selection=["training_set", "validation_set"],
         instance=instance,
-        resources={"landing": landing, "io_manager": storage},
+        resources={"landing": landing, "io_manager": storage, "settings": ProjectConfigResource()},
     )
     train = result.output_for_node("model_datasets", "training_set")
     validation = result.output_for_node("model_datasets", "validation_set")
