@@ -55,12 +55,14 @@ def to_columns(homes: list[Home]) -> dict[str, np.ndarray]:
     }
     for name in _NUMERIC:
         out[name] = np.array([r[name] for r in rows], dtype=np.float64)  # None -> NaN
+    if any(r.get("parcel_id") is not None for r in rows):  # repeat sales: the parcel's last training sale
+        out["parcel_id"] = np.array([r.get("parcel_id") for r in rows], dtype=object)
     return out
 
 
 def _columns(data: pd.DataFrame | Columns) -> Columns:
     if isinstance(data, pd.DataFrame):
-        return {c: data[c].to_numpy() for c in INPUT_FIELDS if c in data.columns}
+        return {c: data[c].to_numpy() for c in (*INPUT_FIELDS, "parcel_id") if c in data.columns}
     return data
 
 

@@ -60,7 +60,10 @@ class Home(BaseModel):
         description="valuation date; default: the last month the model was trained on",
     )
     parcel_id: str | None = Field(
-        None, max_length=64, description="kept in the prediction log for ground truth"
+        None,
+        max_length=64,
+        description="kept in the prediction log for ground truth; a model trained with parcel ids also "
+        "uses the parcel's last sale in its training data (repeat sales)",
     )
 
 
@@ -146,6 +149,8 @@ class HomeColumns(BaseModel):
                 out[name] = np.array(values, dtype=np.float64)
         if self.sale_date is not None:
             out["sale_date"] = np.array(self.sale_date, dtype="datetime64[D]")
+        if self.parcel_id is not None:  # repeat sales: the model looks up the parcel's last training sale
+            out["parcel_id"] = np.array(self.parcel_id, dtype=object)
         return out
 
 

@@ -162,4 +162,6 @@ def home_payload(row: pd.Series) -> dict:
     home["location"] = str(home["location"])
     home["waterfront"] = int(home.get("waterfront", 0))
     home["sale_date"] = str(pd.Timestamp(row["sale_date"]).date())
+    if "parcel_id" in row and pd.notna(row["parcel_id"]):
+        home["parcel_id"] = str(row["parcel_id"])  # the model prices repeat sales with it
     return home
