@@ -136,7 +136,8 @@ def price_model(
     settings: ProjectConfigResource,
 ) -> dg.Output[pd.DataFrame]:
     """Fit the challenger, log it to MLflow as a pyfunc, register a version and hand that version on."""
-    settings = settings.get().training
+    config = settings.get()
+    training = config.training
     reg = registry.get()
     months = training_set["sale_month"]
     tags = {"dagster_run_id": context.run_id, "homeprice.stage": "train"}
@@ -146,19 +147,21 @@ def price_model(
                 "train_start": months.min(),
                 "train_end": months.max(),
                 "train_rows": len(training_set),
-                "interval_level": settings.interval_level,
-                "calibration_months": settings.calibration_months,
-                "early_stopping_months": settings.early_stopping_months,
-                **{f"param_{k}": v for k, v in {**DEFAULT_PARAMS, **settings.params}.items()},
+                "interval_level": training.interval_level,
+                "calibration_months": training.calibration_months,
+                "early_stopping_months": training.early_stopping_months,
+                **{f"param_{k}": v for k, v in {**DEFAULT_PARAMS, **training.params}.items()},
             }
         )
         context.log.info(f"fitting on {len(training_set)} sales {months.min()}..{months.max()}")
         model = fit_price_model(
             training_set,
-            settings.params,
-            interval_level=settings.interval_level,
-            calibration_months=settings.calibration_months,
-            early_stopping_months=settings.early_stopping_months,
+            training.params,
+            interval_level=training.interval_level,
+            calibration_months=training.calibration_months,
+            early_stopping_months=training.early_stopping_months,
+            # the request limits the served model (and its Bento) will hold callers to
+            bounds=config.data.bounds,
         )
         run.log_dict(
             {
