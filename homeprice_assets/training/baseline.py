@@ -1,8 +1,9 @@
 """Hedonic log-linear baseline: the yardstick a tree model must beat to justify itself.
 
-Ridge regression of log price on size, quality, age, coordinates, location and a linear time trend. The
-trend (not month dummies) lets it carry the price level forward past its training data, as a hedonic
-valuation model would; it takes the same raw inputs and returns the same ``price`` column as the model.
+Ridge regression of log price on size, quality, age, coordinates (when the data has them), location and a
+linear time trend. The trend (not month dummies) lets it carry the price level forward past its training
+data, as a hedonic valuation model would; it takes the same raw inputs and returns the same ``price`` column
+as the model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ NUMERIC = (
     "grade_x_log_living",
     "months_since_origin",
 )
+COORDINATES = ("latitude", "longitude")
 
 
 class HedonicBaseline:
@@ -39,22 +41,22 @@ class HedonicBaseline:
         self.alpha = alpha
         self.pipeline: Pipeline | None = None
         self.reference_date: pd.Timestamp | None = None
+        self.columns: list[str] = []
 
-    def _pipeline(self) -> Pipeline:
+    def _pipeline(self, coordinates: bool) -> Pipeline:
         numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-        coords = make_pipeline(SimpleImputer(strategy="median"), SplineTransformer(n_knots=6, degree=2))
-        columns = ColumnTransformer(
-            [
-                ("num", numeric, list(NUMERIC)),
-                ("geo", coords, ["latitude", "longitude"]),
-                ("loc", OneHotEncoder(handle_unknown="ignore"), ["location"]),
-            ]
-        )
-        return Pipeline([("columns", columns), ("ridge", Ridge(alpha=self.alpha))])
+        parts = [("num", numeric, list(NUMERIC))]
+        if coordinates:
+            coords = make_pipeline(SimpleImputer(strategy="median"), SplineTransformer(n_knots=6, degree=2))
+            parts.append(("geo", coords, list(COORDINATES)))
+        parts.append(("loc", OneHotEncoder(handle_unknown="ignore"), ["location"]))
+        return Pipeline([("columns", ColumnTransformer(parts)), ("ridge", Ridge(alpha=self.alpha))])
 
     def fit(self, table: pd.DataFrame) -> HedonicBaseline:
-        self.pipeline = self._pipeline().fit(
-            table[[*NUMERIC, "latitude", "longitude", "location"]], np.log(table["sale_price"].to_numpy())
+        coordinates = all(c in table and table[c].notna().any() for c in COORDINATES)
+        self.columns = [*NUMERIC, *(COORDINATES if coordinates else ()), "location"]
+        self.pipeline = self._pipeline(coordinates).fit(
+            table[self.columns], np.log(table["sale_price"].to_numpy())
         )
         self.reference_date = pd.to_datetime(table["sale_date"]).max().to_period("M").to_timestamp()
         return self
@@ -69,7 +71,7 @@ class HedonicBaseline:
         )
         feats = make_features(frame)
         feats["location"] = feats["location"].astype(str)
-        log_price = self.pipeline.predict(feats[[*NUMERIC, "latitude", "longitude", "location"]])
+        log_price = self.pipeline.predict(feats[self.columns])
         return pd.DataFrame({"price": np.exp(log_price)}, index=frame.index)
 
 
