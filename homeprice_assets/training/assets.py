@@ -19,7 +19,7 @@ import pandas as pd
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
-from homeprice_assets.monitoring.status import blocking_check_keys, month_status
+from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import CHALLENGER, CHAMPION, ModelRegistry, Registry
 from homeprice_assets.training import promotion, reports

@@ -17,6 +17,7 @@ from homeprice_assets.config import project_config
 from homeprice_assets.ingest.landing import split_by_month
 from homeprice_assets.monitoring.notify import Notifier
 from homeprice_assets.monitoring.settings import AutomationSettings
+from homeprice_assets.training.assets import LIFECYCLE_TAG
 
 from .conftest import Location, SmtpReceiver, WebhookReceiver, apply, build_location
 
@@ -79,9 +80,6 @@ def test_normal_month_then_shifted_month(
     location = build_location(
         instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="drift"), SMALL_WINDOW
     )
-    lifecycle_defined = (
-        dg.AssetKey("training_set") in location.defs.resolve_asset_graph().get_all_asset_keys()
-    )
     daemon = Driver(location)
     by_month = split_by_month(bundled_sales, project_config().data)
 
@@ -126,18 +124,16 @@ def test_normal_month_then_shifted_month(
         "drift/drift_summary.json",
     }
 
-    # 3. Retraining is requested by the drift (or, before the lifecycle assets exist, said to be wanted).
+    # 3. Retraining is requested by the drift, queued behind any other lifecycle run.
     retrain, _ = daemon.tick("retrain_sensor", execute=False)
-    if lifecycle_defined:
-        [request] = retrain
-        assert request.tags["homeprice/trigger"] == "drift" and request.tags["homeprice/month"] == SHIFTED
-        assert {
-            dg.AssetKey("training_set"),
-            dg.AssetKey("price_model"),
-            dg.AssetKey("promoted_model"),
-        } <= set(request.asset_selection)
-    else:
-        assert retrain == [] and f"retrain wanted (drift, {SHIFTED})" in daemon.last_skip
+    [request] = retrain
+    assert request.tags["homeprice/trigger"] == "drift" and request.tags["homeprice/month"] == SHIFTED
+    assert request.tags[LIFECYCLE_TAG] == "true"
+    assert {
+        dg.AssetKey("training_set"),
+        dg.AssetKey("price_model"),
+        dg.AssetKey("promoted_model"),
+    } <= set(request.asset_selection)
 
     # 4. The drift alert reaches Slack (webhook) and e-mail, with features, scores and links.
     daemon.tick("check_alert_sensor")
@@ -168,14 +164,11 @@ def test_normal_month_then_shifted_month(
         shifted["feature_scores"],
     )
     assert counts["landing_sensor"] == len(REFERENCE) + 2
-    assert counts["retrain_sensor"] == 2 + (1 if lifecycle_defined else 0)
+    assert counts["retrain_sensor"] == 3
 
     # Policy "new_data" on the same history: the newest ready month is retrained without any drift.
     new_data = build_location(
         instance, tmp_path / "home", notifier, AutomationSettings(retrain_policy="new_data"), SMALL_WINDOW
     )
     tick = new_data.tick("retrain_sensor", None)
-    if lifecycle_defined:
-        assert [r.tags["homeprice/trigger"] for r in tick.run_requests] == ["new_data"]
-    else:
-        assert f"retrain wanted (new_data, {SHIFTED})" in tick.skip_message
+    assert [r.tags["homeprice/trigger"] for r in tick.run_requests] == ["new_data"]

@@ -18,6 +18,7 @@ from homeprice_assets.monitoring.sensors.common import (
     values,
 )
 from homeprice_assets.monitoring.settings import AutomationSettings
+from homeprice_assets.training.assets import LIFECYCLE_TAG
 
 MONITORING_TARGET = dg.AssetSelection.assets(SALE_FEATURES).downstream() - dg.AssetSelection.groups(
     "ingest", "features"
@@ -116,7 +117,8 @@ def build_retrain_sensor(settings: AutomationSettings, name: str = "retrain_sens
                 dg.RunRequest(
                     run_key=key,
                     asset_selection=retrain_keys,
-                    tags={TRIGGER_TAG: reason, MONTH_TAG: month},
+                    # queued behind any other lifecycle run (dagster.yaml: one at a time)
+                    tags={TRIGGER_TAG: reason, MONTH_TAG: month, LIFECYCLE_TAG: "true"},
                     run_config=run_config,
                 )
             )
