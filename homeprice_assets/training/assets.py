@@ -22,6 +22,7 @@ from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import CHALLENGER, CHAMPION, ModelRegistry, Registry
+from homeprice_assets.rollout import state as rollout_state
 from homeprice_assets.training import promotion, reports
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model
@@ -291,12 +292,17 @@ def validation_report(
 
 @dg.asset(group_name="training", deps=[validation_report], kinds={"mlflow"})
 def promoted_model(
-    context: dg.AssetExecutionContext, price_model: pd.DataFrame, registry: ModelRegistry
+    context: dg.AssetExecutionContext,
+    price_model: pd.DataFrame,
+    registry: ModelRegistry,
+    settings: ProjectConfigResource,
 ) -> dg.MaterializeResult:
-    """Move ``champion`` to this run's validated version; the old champion keeps ``previous`` for rollback.
+    """Put this run's validated version where ``rollout.mode`` says: champion (``direct``, or the first model
+    of an empty registry; the old champion keeps ``previous`` for rollback) or the ``candidate`` of a live
+    ``shadow`` / ``ab`` rollout, where later sales decide.
 
     Runs only after the blocking gates passed in the same run; materialized alone, it still refuses a
-    version whose validation did not pass. Idempotent: promoting the champion again changes nothing.
+    version whose validation did not pass. Idempotent: a version already in place changes nothing.
     """
     reg = registry.get()
     ref = ModelRef.from_frame(price_model)
@@ -306,21 +312,30 @@ def promoted_model(
             f"v{ref.version} has not passed validation: "
             f"{tags.get('validation_reason', 'no validation_report for it yet')}"
         )
-    result = reg.promote(ref.version, reason=tags.get("validation_reason", ""))
-    if result.changed:
-        reg.tag_version(ref.version, promotion=f"champion (previous: {result.previous})")
+    before = rollout_state.current_state(reg)
+    decision = rollout_state.decide_promotion(reg, ref.version, settings.get().rollout)
+    action = rollout_state.apply_promotion(reg, decision, tags.get("validation_reason", ""))
+    after = rollout_state.current_state(reg)
+    changed = after.champion != before.champion
+    if changed:
+        reg.tag_version(ref.version, promotion=f"champion (previous: {before.champion})")
         reg.client.set_tag(ref.run_id, "homeprice.promoted", "true")
-        context.log.info(f"promoted v{ref.version} to '{CHAMPION}'; previous champion: {result.previous}")
+        context.log.info(f"promoted v{ref.version} to '{CHAMPION}'; previous champion: {before.champion}")
+    elif action is not None:
+        context.log.info(f"v{ref.version} is the rollout candidate ({decision.mode}): {decision.reason}")
     else:
-        context.log.info(f"v{ref.version} is already '{CHAMPION}': nothing to do")
+        context.log.info(f"v{ref.version} is already in place ({decision.action}): nothing to do")
     return dg.MaterializeResult(
         metadata={
             "model_version": ref.version,
-            "champion_version": result.champion,
-            "previous_version": result.previous or "none",
-            "changed": result.changed,
-            "reason": tags.get("validation_reason", ""),
-            "model_uri": reg.model_uri(result.champion),
+            "decision": decision.action,  # promote | candidate
+            "rollout_mode": decision.mode,
+            "champion_version": after.champion or "none",
+            "previous_version": after.previous or "none",
+            "candidate_version": after.candidate or "none",
+            "changed": changed,
+            "reason": f"{decision.reason}; {tags.get('validation_reason', '')}",
+            "model_uri": reg.model_uri(after.champion) if after.champion else "none",
         }
     )
 

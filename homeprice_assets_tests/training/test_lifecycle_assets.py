@@ -262,3 +262,24 @@ def test_back_to_back_runs_each_handle_their_own_model(env: Env, first: dg.Execu
     card = Path(_meta(b, "model_card")["model_card"]).read_text()
     assert f"v{vb}" in card
     assert "Removed: months_since_origin" in card
+
+
+def test_in_shadow_mode_a_passing_challenger_becomes_the_candidate(
+    env: Env, first: dg.ExecuteInProcessResult
+) -> None:
+    """rollout.mode shadow: the offline gates let the version in, live ground truth decides the rest."""
+    champion = env.alias(CHAMPION)
+    result = env.run(LIFECYCLE, training={"params": QUICK}, promotion=LENIENT, rollout={"mode": "shadow"})
+    assert result.success
+    version = _meta(result, "price_model")["model_version"]
+    promoted = _meta(result, "promoted_model")
+    assert (promoted["decision"], promoted["changed"]) == ("candidate", False)
+    assert promoted["candidate_version"] == version and promoted["champion_version"] == champion
+    assert env.alias(CHAMPION) == champion and env.alias("candidate") == version
+    assert env.reg.model_tags()["rollout.mode"] == "shadow"
+    # the Bento keeps serving the champion; the card says this version is not the champion
+    assert _meta(result, "model_card")["decision"] == f"not champion (champion is v{champion})"
+    # back to direct promotion for any later test of this module
+    from homeprice_assets.rollout import state as rollout_state
+
+    rollout_state.stop_rollout(env.reg, "test over")
