@@ -312,6 +312,16 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
+def drained(url: str, timeout: float = 120) -> None:
+    """Until the service has priced its shadow backlog and written its prediction log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = requests.post(f"{url}/model_info", json={}, timeout=30).json()
+        if not info.get("shadow_pending") and not info.get("log_pending"):
+            return
+        time.sleep(0.2)
+
+
 def rollout_rows(
     args: argparse.Namespace,
     env: dict[str, str],
@@ -359,6 +369,7 @@ def rollout_rows(
                         best[name][c] = r
                 rows_s = batch_rows_per_s(f"{urls[name]}/predict_batch", big, repeats=1)
                 best[name]["batch"] = max(best[name].get("batch", 0), rows_s)
+                drained(urls[name])  # its shadow and log work must not run into the next server's turn
     finally:
         for proc in procs.values():
             stop(proc)
