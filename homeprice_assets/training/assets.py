@@ -334,6 +334,8 @@ def promoted_model(
             "previous_version": after.previous or "none",
             "candidate_version": after.candidate or "none",
             "changed": changed,
+            # what this run did to a live rollout (start | replace), for the alert sensor; none otherwise
+            "rollout_action": action.kind if action is not None and not changed else "none",
             "reason": f"{decision.reason}; {tags.get('validation_reason', '')}",
             "model_uri": reg.model_uri(after.champion) if after.champion else "none",
         }

@@ -12,6 +12,7 @@ from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table
 from homeprice_assets.ingest.rules import clean_sales
 from homeprice_assets.training.model import HomePriceModel, fit_price_model
 from homeprice_assets.training.splits import TimeSplit, time_split
+from homeprice_assets_tests.monitoring.conftest import webhook  # noqa: F401  (the loopback Slack receiver)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import pytest
 
 from homeprice_assets.features.assets import sale_features
 from homeprice_assets.ingest.assets import clean_sales, raw_sales
+from homeprice_assets.monitoring.notify import Notifier
+from homeprice_assets.monitoring.sensors.alerts import build_promotion_alert_sensor
 from homeprice_assets.partitions import register_months
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone
@@ -20,6 +22,7 @@ from homeprice_assets.serving.assets import bento
 from homeprice_assets.training import assets as lifecycle
 from homeprice_assets.training.baseline import MedianPriceBaseline
 from homeprice_assets.training.metrics import mdape
+from homeprice_assets_tests.monitoring.conftest import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -265,10 +268,22 @@ def test_back_to_back_runs_each_handle_their_own_model(env: Env, first: dg.Execu
 
 
 def test_in_shadow_mode_a_passing_challenger_becomes_the_candidate(
-    env: Env, first: dg.ExecuteInProcessResult
+    env: Env, first: dg.ExecuteInProcessResult, webhook: WebhookReceiver
 ) -> None:
     """rollout.mode shadow: the offline gates let the version in, live ground truth decides the rest."""
     champion = env.alias(CHAMPION)
+    notifier = Notifier(slack_webhook_url=webhook.url, dedup_db=str(env.root / "alerts.sqlite"))
+    sensor = build_promotion_alert_sensor()
+
+    def tick(cursor: str | None) -> str | None:
+        context = dg.build_sensor_context(
+            instance=env.instance, cursor=cursor, resources={"notifier": notifier, "registry": env.registry}
+        )
+        sensor(context)
+        return context.cursor
+
+    cursor = tick(None)  # the promotions so far
+    webhook.posts.clear()
     result = env.run(LIFECYCLE, training={"params": QUICK}, promotion=LENIENT, rollout={"mode": "shadow"})
     assert result.success
     version = _meta(result, "price_model")["model_version"]
@@ -279,6 +294,12 @@ def test_in_shadow_mode_a_passing_challenger_becomes_the_candidate(
     assert env.reg.model_tags()["rollout.mode"] == "shadow"
     # the Bento keeps serving the champion; the card says this version is not the champion
     assert _meta(result, "model_card")["decision"] == f"not champion (champion is v{champion})"
+    # the rollout's start is announced once, with the mode (the alert sensor reads promoted_model)
+    cursor = tick(cursor)
+    [text] = webhook.texts()
+    assert f"v{version}" in text and "shadow" in text
+    tick(cursor)
+    assert len(webhook.posts) == 1
     # back to direct promotion for any later test of this module
     from homeprice_assets.rollout import state as rollout_state
 

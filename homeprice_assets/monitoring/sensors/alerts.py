@@ -312,6 +312,19 @@ def _blocked_alert(
 
 
 # --------------------------------------------------------------------------------------------- promotions
+def _rollout_started_alert(
+    reg: Registry, meta: dict[str, Any], notifier: Notifier, run_id: str
+) -> messages.Alert:
+    """A validated version entered a live rollout: the action recorded on it in the registry, as an alert."""
+    from homeprice_assets.rollout.sensors import action_alert
+    from homeprice_assets.rollout.state import Action
+
+    version = str(meta.get("candidate_version"))
+    recorded = reg.get_version(version).tags.get(f"rollout.{meta['rollout_action']}")
+    action = Action(**json.loads(recorded)) if recorded else Action("start", version, str(meta.get("reason")))
+    return action_alert(action, reg.model_name, notifier.links.dagster_run(run_id))
+
+
 def build_promotion_alert_sensor(
     interval_seconds: int = 60, name: str = "promotion_alert_sensor", metric: str = "mdape"
 ) -> dg.SensorDefinition:
@@ -335,6 +348,12 @@ def build_promotion_alert_sensor(
         for record in records:
             after = max(after, record.storage_id)
             meta = values(record.asset_materialization.metadata if record.asset_materialization else {})
+            if meta.get("alerted"):  # recorded by the rollout sensor, which sent its own alert
+                continue
+            if meta.get("rollout_action") in ("start", "replace"):
+                notifier.send(_rollout_started_alert(reg, meta, notifier, record.run_id), context.log)
+                sent += 1
+                continue
             if not meta.get("changed"):
                 continue
             report = metadata_in_run(context.instance, VALIDATION_REPORT, record.run_id)
