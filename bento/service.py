@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,9 @@ class HomePrice:
 
         uri = mlflow_tracking_uri()
         mlflow.set_tracking_uri(uri)
+        # The log writer and the shadow pricer are background threads: with Python's default 5 ms GIL
+        # switch interval a request can wait behind them; 1 ms keeps them off the request's latency.
+        sys.setswitchinterval(float(os.environ.get("HOMEPRICE_GIL_SWITCH_SECONDS", "0.001")))
         self.mode = os.environ.get("HOMEPRICE_SERVING_MODE", DEFAULT_MODE)
         self.log = PredictionLog(
             os.environ.get("HOMEPRICE_PREDICTION_LOG_URL") or None,
