@@ -28,7 +28,8 @@ from homeprice_assets.training import reports
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import fit_price_model
 from homeprice_assets.training.splits import time_split
-from homeprice_assets.training.tracking import input_example, log_price_model
+from homeprice_assets.resources.registry import Registry
+from homeprice_assets.training.tracking import input_example, register_price_model
 
 until, out = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
@@ -37,10 +38,8 @@ sales = sales[sales["sale_date"].str[:7] <= until]
 clean = pd.concat([clean_sales(part, load_config().data, month=m).clean
                    for m, part in sales.groupby(sales["sale_date"].str[:7])])
 split = time_split(feature_table(clean), validation_months=3, window_months=60)
-mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
-with mlflow.start_run():
-    model = fit_price_model(split.train, {})
-    log_price_model(model, input_example(split.train), registered_model_name="homeprice")
+model = fit_price_model(split.train, {})
+register_price_model(Registry(tracking_uri=f"sqlite:///{out}/mlflow.db"), model, input_example(split.train))
 inputs = split.validation[list(INPUT_FIELDS)].reset_index(drop=True)
 preds = {"challenger": model.predict(None, inputs), "baseline": fit_baseline(split.train).predict(inputs)}
 rep = reports.validation_report(f"{out}/validation", split.validation.reset_index(drop=True), preds)

@@ -39,9 +39,10 @@ sys.path.insert(0, str(REPO))
 from homeprice_assets.config import BUNDLED_DATA, load_config  # noqa: E402
 from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table  # noqa: E402
 from homeprice_assets.ingest.rules import clean_sales  # noqa: E402
+from homeprice_assets.resources.registry import Registry  # noqa: E402
 from homeprice_assets.training.model import fit_price_model  # noqa: E402
 from homeprice_assets.training.splits import time_split  # noqa: E402
-from homeprice_assets.training.tracking import coerce_inputs, input_example, log_price_model, set_alias  # noqa: E402
+from homeprice_assets.training.tracking import coerce_inputs, input_example, register_price_model  # noqa: E402
 
 STARLETTE_APP = textwrap.dedent(
     """
@@ -217,15 +218,14 @@ def main() -> None:
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("bench")
     print("training the benchmark model on 2014-2015 ...", file=sys.stderr)
     sales = pd.read_csv(BUNDLED_DATA, dtype=str)
     features = feature_table(clean_sales(sales, load_config().data).clean)
     split = time_split(features, validation_months=2, window_months=26, end_month="2016-02")
     model = fit_price_model(split.train, {})
-    info = log_price_model(model, input_example(split.train), registered_model_name="homeprice")
-    set_alias("champion", str(info.registered_model_version), "homeprice")
+    store = Registry(tracking_uri=uri, model_name="homeprice")
+    version = register_price_model(store, model, input_example(split.train))
+    store.set_alias("champion", version)
 
     rows = split.validation[list(INPUT_FIELDS)].reset_index(drop=True)
     homes = [
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     big = (homes * (args.batch_rows // len(homes) + 1))[: args.batch_rows]
 
     # (1) raw, in-process: one home and a big batch through each layer, ratios to Booster.predict
-    raw = raw_rows(model, str(info.model_uri), rows, args.batch_rows)
+    raw = raw_rows(model, str(store.download(version)), rows, args.batch_rows)
     print_raw(raw, args.batch_rows)
     if args.raw_only:
         return
@@ -334,7 +334,6 @@ def rollout_rows(
 ) -> None:
     """The service without a rollout, in shadow mode and in A/B at 50%, all three up at once and measured
     in interleaved rounds (best of rounds): a load swing on a shared machine hits all three alike."""
-    from homeprice_assets.resources.registry import Registry
     from homeprice_assets.rollout import state as rollout_state
 
     setups = {"no rollout": None, "shadow on": "shadow", "A/B 50%": "ab"}
@@ -342,9 +341,9 @@ def rollout_rows(
     try:
         for k, (name, mode) in enumerate(setups.items()):
             model_name = f"homeprice-rollout-{k}"  # each server follows its own registered model
-            for _ in range(2):  # v1 champion, v2 the candidate (the same trees: the cost is the rollout's)
-                log_price_model(model, example, registered_model_name=model_name)
             registry = Registry(tracking_uri=env["MLFLOW_TRACKING_URI"], model_name=model_name)
+            for _ in range(2):  # v1 champion, v2 the candidate (the same trees: the cost is the rollout's)
+                register_price_model(registry, model, example)
             registry.promote("1", "bench")
             if mode:
                 rollout_state.start_rollout(registry, "2", mode, 0.5, "bench")

@@ -27,7 +27,8 @@ from starlette.applications import Starlette
 from starlette.responses import FileResponse
 from starlette.routing import Route
 
-from homeprice_assets.config import mlflow_tracking_uri
+from homeprice_assets.config import load_config, mlflow_tracking_uri
+from homeprice_assets.resources.registry import MODEL_NAME, Registry
 from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.serving import predictor
 from homeprice_assets.serving.batch import Batch, log_rows, outputs
@@ -48,10 +49,9 @@ from homeprice_assets.serving.shadow import ShadowJob, ShadowPricer
 STATIC = Path(__file__).resolve().parent / "static"
 # Inside a built Bento this file sits at <bento>/src/bento/service.py, next to <bento>/bento.yaml.
 BUILT_BENTO = Path(__file__).resolve().parents[2] / "bento.yaml"
-MODEL_NAME = os.environ.get("HOMEPRICE_MODEL_NAME", "homeprice")
 
 
-def _baked_model() -> str:
+def _baked_model(model_name: str) -> str:
     """The model tag baked into this Bento (its bento.yaml), else ``$HOMEPRICE_BENTO_MODEL`` or latest."""
     if BUILT_BENTO.is_file():
         import yaml
@@ -59,7 +59,7 @@ def _baked_model() -> str:
         models = yaml.safe_load(BUILT_BENTO.read_text()).get("models") or []
         if models:
             return str(models[0]["tag"])
-    return os.environ.get("HOMEPRICE_BENTO_MODEL", f"{MODEL_NAME}:latest")
+    return os.environ.get("HOMEPRICE_BENTO_MODEL", f"{model_name}:latest")
 
 
 DEFAULT_MODE = "pinned" if BUILT_BENTO.is_file() else "follow"
@@ -162,11 +162,15 @@ class HomePrice:
     """Price homes with the champion model (and, in a rollout, the candidate): one, many, explained."""
 
     def __init__(self) -> None:
-        import mlflow
-        from mlflow import MlflowClient
+        # Everything from the environment is read here, at start, never at import: under
+        # HOMEPRICE_PROFILE=production the profile's env file is applied and every store it names must answer.
+        from homeprice_assets.profiles import SERVING_STORES, apply_profile, preflight
 
+        if apply_profile(stores=SERVING_STORES).name == "production":
+            preflight(SERVING_STORES)
+        self.model_name = os.environ.get("HOMEPRICE_MODEL_NAME", MODEL_NAME)
+        self.page = load_config().serving  # currency and units the web page shows
         uri = mlflow_tracking_uri()
-        mlflow.set_tracking_uri(uri)
         # The log writer and the shadow pricer are background threads: with Python's default 5 ms GIL
         # switch interval a request can wait behind them; 1 ms keeps them off the request's latency.
         sys.setswitchinterval(float(os.environ.get("HOMEPRICE_GIL_SWITCH_SECONDS", "0.001")))
@@ -183,8 +187,7 @@ class HomePrice:
             self._load_pinned()
         else:
             self.follower = RolloutFollower(
-                MODEL_NAME,
-                client=MlflowClient(tracking_uri=uri, registry_uri=uri),
+                Registry(tracking_uri=uri, model_name=self.model_name),
                 interval_s=float(os.environ.get("HOMEPRICE_SERVING_POLL_SECONDS", "5")),
                 on_change=self._changed,
                 on_error=lambda _exc: POLL_ERRORS.inc(),
@@ -204,7 +207,7 @@ class HomePrice:
     def _load_pinned(self) -> None:
         import bentoml.mlflow
 
-        model = bentoml.models.get(_baked_model())
+        model = bentoml.models.get(_baked_model(self.model_name))
         pyfunc = bentoml.mlflow.load_model(model)
         version = model.info.labels.get("model_version", str(model.tag.version))
         champion = LoadedModel(version, ROLE, str(model.tag), pyfunc, pyfunc.unwrap_python_model())
@@ -229,7 +232,7 @@ class HomePrice:
         serving = self.serving  # read once: a flip during this request does not change its models
         if serving.champion is None:
             ERRORS.labels(endpoint=endpoint, kind="not_ready").inc()
-            raise ServiceUnavailable(f"no '{ROLE}' model loaded yet for {MODEL_NAME}")
+            raise ServiceUnavailable(f"no '{ROLE}' model loaded yet for {self.model_name}")
         return serving
 
     def _model(self, endpoint: str) -> LoadedModel:
@@ -241,7 +244,8 @@ class HomePrice:
             len(job.batch)
         )
         self.log.submit(
-            len(job.batch), functools.partial(log_rows, job.request_id, MODEL_NAME, model, job.batch, *out)
+            len(job.batch),
+            functools.partial(log_rows, job.request_id, self.model_name, model, job.batch, *out),
         )
 
     def _arms(self, serving: Serving, batch: Batch, client_key: str | None) -> np.ndarray:
@@ -301,7 +305,7 @@ class HomePrice:
             # The log rows are built on the log's writer thread, not here: the request only queues the job.
             self.log.submit(
                 len(part),
-                functools.partial(log_rows, request_id, MODEL_NAME, model, part, prices, lowers, uppers),
+                functools.partial(log_rows, request_id, self.model_name, model, part, prices, lowers, uppers),
             )
         if serving.mode == "shadow" and serving.candidate is not None:
             self.shadow.submit(ShadowJob(request_id, batch, serving.candidate))
@@ -364,13 +368,20 @@ class HomePrice:
 
     @bentoml.api
     def model_info(self) -> dict[str, Any]:
-        """Versions serving each role, the rollout state (mode, weight, since) and the last action."""
+        """Versions serving each role, the rollout state (mode, weight, since) and the last action; what the
+        champion takes (its bounds, whether it uses coordinates) and how the web page shows values."""
         serving = self.serving
+        champion = serving.champion.inner if serving.champion else None
         return {
             "mode": self.mode,
             **{f"{role}_version": v for role, v in serving.roles().items()},
             **serving.info(),
-            "model_name": MODEL_NAME,
+            "model_name": self.model_name,
+            "trained_through": getattr(champion, "trained_through", None),
+            "uses_coordinates": "latitude" in (getattr(champion, "input_fields", None) or ["latitude"]),
+            "bounds": dict(getattr(champion, "bounds", None) or {}),
+            "currency_symbol": self.page.currency_symbol,
+            "area_unit": self.page.area_unit,
             "shadow_pending": self.shadow.pending,
             "log_pending": self.log.pending,
         }

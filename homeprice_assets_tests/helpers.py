@@ -48,3 +48,10 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def register_model(registry, model, example, tags: dict | None = None) -> str:
+    """Register ``model`` as the lifecycle saves it (``register_price_model``); returns the version."""
+    from homeprice_assets.training.tracking import register_price_model
+
+    return register_price_model(registry, model, example, tags)

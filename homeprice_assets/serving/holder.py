@@ -4,7 +4,8 @@
 (serving as ``shadow`` or as the A/B arm ``candidate``) and ``previous`` (loaded ahead, so a rollback swaps
 at once), plus the mode and weight tags. It publishes one immutable ``Serving`` snapshot: a request reads it
 once and uses it throughout, so a flip of mode or weight, a promotion or a rollback never changes the models
-under a request in flight, and none is dropped. ``AliasFollower`` follows one alias into one role.
+under a request in flight, and none is dropped. It reads and loads through the project's ``Registry`` (its
+own MLflow client), so nothing in the service depends on MLflow's process-wide tracking URI.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import mlflow.pyfunc
-from mlflow import MlflowClient
 
+from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout.state import RolloutState, read_state
 from homeprice_assets.training.model import HomePriceModel
-from homeprice_assets.training.tracking import alias_version
 
 log = logging.getLogger("homeprice.serving")
 
@@ -33,97 +32,6 @@ class LoadedModel:
     source: str  # where it came from: models:/name@alias, or a BentoML model tag
     pyfunc: mlflow.pyfunc.PyFuncModel
     inner: HomePriceModel
-
-
-def load_from_registry(name: str, alias: str, role: str) -> LoadedModel | None:
-    """The version behind ``name@alias``, loaded; None when the alias does not exist yet."""
-    version = alias_version(alias, name)
-    if version is None:
-        return None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    return LoadedModel(
-        str(version.version), role, f"models:/{name}@{alias}", pyfunc, pyfunc.unwrap_python_model()
-    )
-
-
-class ModelHolder:
-    """Models by role; readers take a reference without locking, writers swap under a lock."""
-
-    def __init__(self) -> None:
-        self._slots: dict[str, LoadedModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, role: str = "champion") -> LoadedModel | None:
-        return self._slots.get(role)
-
-    def put(self, model: LoadedModel) -> LoadedModel | None:
-        with self._lock:
-            old = self._slots.get(model.role)
-            self._slots = {**self._slots, model.role: model}
-            return old
-
-    def roles(self) -> dict[str, str]:
-        return {role: m.version for role, m in self._slots.items()}
-
-
-class AliasFollower:
-    """Polls the registry and loads the version behind an alias into a role whenever it changes."""
-
-    def __init__(
-        self,
-        holder: ModelHolder,
-        name: str,
-        alias: str = "champion",
-        role: str = "champion",
-        interval_s: float = 5.0,
-        on_swap: Callable[[LoadedModel, LoadedModel | None], None] | None = None,
-        on_error: Callable[[Exception], None] | None = None,
-    ) -> None:
-        self.holder, self.name, self.alias, self.role = holder, name, alias, role
-        self.interval_s = interval_s
-        self.on_swap, self.on_error = on_swap, on_error
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.errors = 0
-
-    def poll(self) -> bool:
-        """Check once; True when a new version was swapped in."""
-        try:
-            version = alias_version(self.alias, self.name)
-            current = self.holder.get(self.role)
-            if version is None or (current is not None and current.version == str(version.version)):
-                return False
-            loaded = load_from_registry(self.name, self.alias, self.role)
-        except Exception as exc:  # the registry being away must not take serving down
-            self.errors += 1
-            log.warning("could not poll %s@%s: %s", self.name, self.alias, exc)
-            if self.on_error:
-                self.on_error(exc)
-            return False
-        if loaded is None:
-            return False
-        old = self.holder.put(loaded)
-        log.info(
-            "%s: now serving %s v%s (was %s)",
-            self.role,
-            self.name,
-            loaded.version,
-            old.version if old else "none",
-        )
-        if self.on_swap:
-            self.on_swap(loaded, old)
-        return True
-
-    def start(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                self.poll()
-
-        self._thread = threading.Thread(target=loop, name=f"follow-{self.alias}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 @dataclass(frozen=True)
@@ -163,17 +71,13 @@ class RolloutFollower:
 
     def __init__(
         self,
-        name: str,
-        client: MlflowClient | None = None,
+        registry: Registry,
         interval_s: float = 5.0,
         on_change: Callable[[Serving, Serving], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        loader: Callable[[str, str], tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]] | None = None,
     ) -> None:
-        self.name, self.interval_s = name, interval_s
-        self.client = client or MlflowClient()
+        self.registry, self.name, self.interval_s = registry, registry.model_name, interval_s
         self.on_change, self.on_error = on_change, on_error
-        self._load = loader or _load_version
         self._cache: dict[str, tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]] = {}
         self.serving = Serving()
         self._stop = threading.Event()
@@ -185,7 +89,7 @@ class RolloutFollower:
         if version is None:
             return None
         if version not in self._cache:
-            self._cache[version] = self._load(self.name, version)
+            self._cache[version] = self.registry.load(version)
         pyfunc, inner = self._cache[version]
         return LoadedModel(version, role, f"models:/{self.name}@{alias}", pyfunc, inner)
 
@@ -199,7 +103,7 @@ class RolloutFollower:
         """Check once; True when a new snapshot was published."""
         with self._poll_lock:
             try:
-                state = read_state(self.client, self.name)
+                state = read_state(self.registry.client, self.name)
             except Exception as exc:  # the registry being away must not take serving down
                 self._error(exc, "read the registry")
                 return False
@@ -252,8 +156,3 @@ class RolloutFollower:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _load_version(name: str, version: str) -> tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]:
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return pyfunc, pyfunc.unwrap_python_model()

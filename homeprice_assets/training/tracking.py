@@ -1,7 +1,7 @@
-"""MLflow packaging of ``HomePriceModel``: log as a pyfunc, register, move aliases, check input schemas.
+"""MLflow packaging of ``HomePriceModel``: save as a pyfunc, register through the registry, check inputs.
 
 The logged model is the *whole* predictor (feature engineering, index, trees, interval), so anything that
-can call ``mlflow.pyfunc.load_model("models:/homeprice@champion")`` can price a home. The model class is
+can load a registered version (``Registry.load``) can price a home. The model class is
 pickled by reference to the small ``homeprice_model`` package, which is logged with every version
 (``code_paths``): loading needs neither this pipeline package nor its module layout. Third-party
 requirements are pinned in ``pip_requirements``; the version's inputs, bounds and features are in its
@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import time
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
-from mlflow.models.model import ModelInfo
 from mlflow.types.schema import ColSpec, Schema
 
 import homeprice_model
 from homeprice_model.features import INPUT_FIELDS
 from homeprice_model.model import HomePriceModel, required_inputs
 
-DEFAULT_MODEL_NAME = "homeprice"
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
-ARTIFACT_NAME = "model"
+if TYPE_CHECKING:
+    from homeprice_assets.resources.registry import Registry
+
 _PINNED = ("mlflow", "lightgbm", "pandas", "numpy", "scipy", "shap", "cloudpickle")
 # The served model's code, logged with each version: a directory MLflow copies to <model>/code/.
 MODEL_CODE_PATH = Path(homeprice_model.__file__).resolve().parent
@@ -119,47 +114,14 @@ def model_metadata(model: HomePriceModel, extra: dict[str, Any] | None = None) -
     }
 
 
-def log_price_model(
-    model: HomePriceModel,
-    example: pd.DataFrame,
-    name: str = ARTIFACT_NAME,
-    registered_model_name: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> ModelInfo:
-    """Log ``model`` as a pyfunc in the active run (one is started and ended if none is active).
-
-    ``example`` is raw input rows (see ``input_example``); it fixes the signature the validation step
-    checks inputs against. Pass ``registered_model_name`` to also register a new version.
-    """
-    example = _model_example(model, example)
-    started = mlflow.active_run() is None
-    if started:
-        mlflow.start_run()
-    try:
-        mlflow.log_dict(features_json(model), FEATURES_FILE)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=model,
-            code_paths=[str(MODEL_CODE_PATH)],
-            pip_requirements=pip_requirements(),
-            signature=model_signature(model, example),
-            input_example=example,
-            metadata=model_metadata(model, metadata),
-            registered_model_name=registered_model_name,
-        )
-    finally:
-        if started:
-            mlflow.end_run()
-
-
 def save_price_model(
     model: HomePriceModel, path: str | Path, example: pd.DataFrame, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` as an MLflow pyfunc directory at ``path`` (for ``Registry.register``).
 
-    Same signature, metadata, code (``homeprice_model`` under ``code/``) and pinned requirements as
-    ``log_price_model``, plus ``features.json`` in the directory, but no MLflow run or store is touched:
-    the registry resource uploads the directory with its own client.
+    The signature, metadata, code (``homeprice_model`` under ``code/``), pinned requirements and
+    ``features.json``; no MLflow run or store is touched: the registry resource uploads the directory with
+    its own client.
     """
     example = _model_example(model, example)
     mlflow.pyfunc.save_model(
@@ -175,69 +137,18 @@ def save_price_model(
     return Path(path)
 
 
-def register_model(
-    model_uri: str, name: str = DEFAULT_MODEL_NAME, tags: dict[str, str] | None = None, timeout_s: float = 60
-) -> ModelVersion:
-    """Register ``model_uri`` (``ModelInfo.model_uri``) as a new version of ``name``; wait until READY."""
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    client = MlflowClient()
-    deadline = time.monotonic() + timeout_s
-    while version.status != "READY" and time.monotonic() < deadline:
-        time.sleep(0.2)
-        version = client.get_model_version(name, version.version)
-    return version
+def register_price_model(
+    registry: Registry, model: HomePriceModel, example: pd.DataFrame, tags: dict[str, Any] | None = None
+) -> str:
+    """Save ``model`` as ``price_model`` does and register it as a new version (in a run of its own).
 
-
-def alias_version(alias: str, name: str = DEFAULT_MODEL_NAME) -> ModelVersion | None:
-    """The version behind ``alias``, or None when the alias (or the registered model) does not exist."""
-    try:
-        return MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-def set_alias(alias: str, version: str | int, name: str = DEFAULT_MODEL_NAME) -> None:
-    """Point ``alias`` at ``version`` (moving it if it points elsewhere)."""
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
-
-
-def delete_alias(alias: str, name: str = DEFAULT_MODEL_NAME) -> None:
-    """Remove ``alias`` if present."""
-    if alias_version(alias, name) is not None:
-        MlflowClient().delete_registered_model_alias(name, alias)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    champion: str
-    previous: str | None
-    changed: bool
-
-
-def promote(version: str | int, name: str = DEFAULT_MODEL_NAME) -> Promotion:
-    """Make ``version`` the champion; the old champion becomes ``previous`` (for rollback).
-
-    Idempotent: promoting the version that is already champion changes nothing.
+    For tools that register a model trained outside the lifecycle (benchmarks, tests, a replay); returns
+    the version.
     """
-    version = str(version)
-    current = alias_version(CHAMPION, name)
-    if current is not None and str(current.version) == version:
-        prev = alias_version(PREVIOUS, name)
-        return Promotion(champion=version, previous=str(prev.version) if prev else None, changed=False)
-    if current is not None:
-        set_alias(PREVIOUS, current.version, name)
-    set_alias(CHAMPION, version, name)
-    return Promotion(champion=version, previous=str(current.version) if current else None, changed=True)
-
-
-def model_uri(alias: str = CHAMPION, name: str = DEFAULT_MODEL_NAME) -> str:
-    return f"models:/{name}@{alias}"
-
-
-def load_price_model(uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, HomePriceModel]:
-    """(pyfunc, HomePriceModel) for ``uri``: the pyfunc enforces the schema; the inner model explains."""
-    pyfunc = mlflow.pyfunc.load_model(uri)
-    return pyfunc, pyfunc.unwrap_python_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_price_model(model, Path(tmp) / "model", example)
+        with registry.run(run_name=f"register-through-{model.trained_through}") as run:
+            return str(registry.register(run, model_dir, tags=tags).version)
 
 
 def input_schema(model: str | mlflow.pyfunc.PyFuncModel) -> Schema:

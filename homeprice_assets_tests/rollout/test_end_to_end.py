@@ -20,7 +20,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -45,7 +44,8 @@ from homeprice_assets.rollout.state import current_state
 from homeprice_assets.training.metrics import mdape
 from homeprice_assets.training.model import fit_price_model
 from homeprice_assets.training.splits import time_split
-from homeprice_assets.training.tracking import coerce_inputs, input_example, log_price_model
+from homeprice_assets.training.tracking import coerce_inputs, input_example
+from homeprice_assets_tests.helpers import register_model
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 from homeprice_assets_tests.serving.conftest import home_payload, start_server, stop_server, wait_ready
 
@@ -155,15 +155,14 @@ class World:
         self.cursor = data.cursor
 
 
-def _register(model, train: pd.DataFrame, validation: pd.DataFrame) -> str:
-    info = log_price_model(model, input_example(train), registered_model_name=NAME)
+def _register(reg: Registry, model, train: pd.DataFrame, validation: pd.DataFrame) -> str:
+    version = register_model(reg, model, input_example(train))
     out = model.predict(None, coerce_inputs(validation[list(model.input_fields)]))
-    client = MlflowClient()
-    run_id = client.get_model_version(NAME, str(info.registered_model_version)).run_id
-    client.log_metric(
+    run_id = reg.get_version(version).run_id
+    reg.client.log_metric(
         run_id, "val_mdape", mdape(validation["sale_price"], out["price"])
     )  # as validation does
-    return str(info.registered_model_version)
+    return version
 
 
 @pytest.fixture
@@ -179,8 +178,6 @@ def world(
     monkeypatch.setenv("HOMEPRICE_HOME", str(home))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("HOMEPRICE_MODEL_NAME", NAME)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("rollout-e2e")
     clean = clean_rows(bundled_sales, load_config().data).clean
     split = time_split(feature_table(clean), validation_months=1, window_months=13, end_month=TRAINED_THROUGH)
     train, validation = split.train, split.validation
@@ -188,8 +185,8 @@ def world(
     shuffled = train.assign(sale_price=np.random.default_rng(0).permutation(train["sale_price"].to_numpy()))
     bad = fit_price_model(shuffled, {"num_boost_round": 60})
     good = fit_price_model(train, {"num_boost_round": 200})
-    assert [_register(m, train, validation) for m in (weak, bad, good)] == ["1", "2", "3"]
     reg = Registry(tracking_uri=uri, model_name=NAME)
+    assert [_register(reg, m, train, validation) for m in (weak, bad, good)] == ["1", "2", "3"]
     reg.promote("1", "first model")
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     server = start_server(

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 import requests
@@ -19,10 +18,11 @@ import requests
 from homeprice_assets.config import REPO_ROOT, load_config
 from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table
 from homeprice_assets.ingest.rules import clean_sales
+from homeprice_assets.resources.registry import Registry as ModelStore
 from homeprice_assets.training.model import HomePriceModel, fit_price_model
 from homeprice_assets.training.splits import time_split
-from homeprice_assets.training.tracking import input_example, log_price_model, set_alias
-from homeprice_assets_tests.helpers import stop_process_group
+from homeprice_assets.training.tracking import input_example
+from homeprice_assets_tests.helpers import register_model, stop_process_group
 
 MODEL = "homeprice"
 
@@ -35,13 +35,16 @@ class Registry:
     validation: pd.DataFrame
     train: pd.DataFrame
 
-    def register(self, model: HomePriceModel, alias: str | None = "champion") -> str:
-        """Log and register ``model``; point ``alias`` at it; returns the version."""
-        mlflow.set_tracking_uri(self.uri)
-        info = log_price_model(model, input_example(self.train), registered_model_name=MODEL)
-        version = str(info.registered_model_version)
+    def store(self, name: str = MODEL) -> ModelStore:
+        """The project's registry client for ``name`` in this store."""
+        return ModelStore(tracking_uri=self.uri, model_name=name)
+
+    def register(self, model: HomePriceModel, alias: str | None = "champion", name: str = MODEL) -> str:
+        """Save and register ``model`` as the lifecycle does; point ``alias`` at it; returns the version."""
+        store = self.store(name)
+        version = register_model(store, model, input_example(self.train))
         if alias:
-            set_alias(alias, version, MODEL)
+            store.set_alias(alias, version)
         return version
 
 
@@ -50,8 +53,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory, bundled_sales: pd.DataFra
     """Two years of real Seattle sales (2014-2015) train the champion, v1, in a registry of its own."""
     home = tmp_path_factory.mktemp("serving-home")
     uri = f"sqlite:///{home / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("serving-tests")
     features = feature_table(clean_sales(bundled_sales, load_config().data).clean)
     split = time_split(features, validation_months=2, window_months=26, end_month="2016-02")
     model = fit_price_model(split.train, {"num_boost_round": 300})

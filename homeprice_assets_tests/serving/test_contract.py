@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import bentoml
-import mlflow
 import pytest
 import yaml
 
@@ -59,7 +58,6 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     from homeprice_assets.serving.build import build_bento, import_version
 
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    mlflow.set_tracking_uri(registry.uri)
     store = ModelStore(tracking_uri=registry.uri, model_name="homeprice")
     model = import_version(store, "1")
     assert str(model.tag) == "homeprice:v1" and model.info.labels["model_version"] == "1"

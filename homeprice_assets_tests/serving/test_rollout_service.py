@@ -10,14 +10,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
-import mlflow
 import pytest
 import requests
 
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout import state as st
 from homeprice_assets.training.model import fit_price_model
-from homeprice_assets.training.tracking import input_example, log_price_model
 from homeprice_assets_tests.serving.conftest import (
     Registry as ServingRegistry,
 )
@@ -38,10 +36,9 @@ def rollout_server(
     registry: ServingRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Registry]]:
     """v1 (the session's champion model) and v2 (a smaller model) under their own name; v1 champion."""
-    mlflow.set_tracking_uri(registry.uri)
     small = fit_price_model(registry.train, {"num_boost_round": 40})
     for model in (registry.model, small):
-        log_price_model(model, input_example(registry.train), registered_model_name=NAME)
+        registry.register(model, alias=None, name=NAME)
     reg = Registry(tracking_uri=registry.uri, model_name=NAME)
     st.promote(reg, "1", "test setup")
     srv = start_server(

@@ -196,35 +196,29 @@ def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_p
         assert requests.get(f"{srv.url}/readyz", timeout=5).status_code == 503
         r = srv.post("/predict", {"home": {"location": "79", "living_sf": 1500}})
         assert r.status_code == 503  # BentoML hides 5xx bodies; the server log names the missing alias
-        from homeprice_assets_tests.serving import conftest
+        first = registry.register(registry.model, name="homeprice-swap")  # its own name
+        wait_ready(srv)
+        home = home_payload(registry.validation.iloc[5])
+        results: list[tuple[int, str]] = []
+        stop = threading.Event()
 
-        conftest.MODEL, old = "homeprice-swap", conftest.MODEL
-        try:
-            first = registry.register(registry.model)
-            wait_ready(srv)
-            home = home_payload(registry.validation.iloc[5])
-            results: list[tuple[int, str]] = []
-            stop = threading.Event()
+        def hammer() -> None:
+            deadline = time.monotonic() + 90
+            while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
+                resp = srv.post("/predict", {"home": home}, timeout=30)
+                results.append((resp.status_code, resp.json().get("model_version", "")))
 
-            def hammer() -> None:
-                deadline = time.monotonic() + 90
-                while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
-                    resp = srv.post("/predict", {"home": home}, timeout=30)
-                    results.append((resp.status_code, resp.json().get("model_version", "")))
-
-            thread = threading.Thread(target=hammer)
-            thread.start()
-            time.sleep(2)
-            newer = fit_price_model(registry.train, {"num_boost_round": 150})
-            second = registry.register(newer)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(v == second for _, v in results):
-                time.sleep(0.5)
-            time.sleep(1)
-            stop.set()
-            thread.join(timeout=60)
-        finally:
-            conftest.MODEL = old
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        time.sleep(2)
+        newer = fit_price_model(registry.train, {"num_boost_round": 150})
+        second = registry.register(newer, name="homeprice-swap")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(v == second for _, v in results):
+            time.sleep(0.5)
+        time.sleep(1)
+        stop.set()
+        thread.join(timeout=60)
         assert results and all(code == 200 for code, _ in results), [r for r in results if r[0] != 200][:5]
         versions = [v for _, v in results]
         assert versions[0] == first and versions[-1] == second
