@@ -250,6 +250,15 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record_champion_move(action: object) -> None:
+    """Tell Dagster the champion moved (a ``promoted_model`` event), so the Bento is rebuilt around it."""
+    import dagster as dg
+
+    from homeprice_assets.rollout.sensors import champion_moved
+
+    dg.DagsterInstance.get().report_runless_asset_event(champion_moved(action, "homeprice rollback"))
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     """champion -> previous (or --to VERSION); the services follow within one poll."""
     from homeprice_assets.rollout import state as st
@@ -257,6 +266,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     reg = _rollout_registry()
     action = st.rollback(reg, reason="manual: homeprice rollback", to=args.to)
     print(f"rolled back: champion v{action.previous_champion} -> v{action.version}")
+    _record_champion_move(action)
     _print_state(reg)
     return 0
 

@@ -17,6 +17,26 @@ from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.rollout import state as st
 
 ROLLOUT_EVALUATION = dg.AssetKey("rollout_evaluation")
+PROMOTED_MODEL = dg.AssetKey("promoted_model")
+
+
+def champion_moved(action: st.Action, source: str) -> dg.AssetMaterialization:
+    """A champion moved outside a lifecycle run (promotion of a candidate, rollback) as a ``promoted_model``
+    event: the ``bento`` asset's eager condition rebuilds the Bento around the new champion, and the
+    promotion alert sensor skips it (``alerted``: whoever moved it sent its own alert)."""
+    return dg.AssetMaterialization(
+        asset_key=PROMOTED_MODEL,
+        description=f"{action.kind} by {source}: {action.reason}",
+        metadata={
+            "model_version": action.version or "none",
+            "champion_version": action.version or "none",
+            "previous_version": action.previous_champion or "none",
+            "decision": action.kind,
+            "changed": True,
+            "alerted": True,
+            "reason": action.reason,
+        },
+    )
 
 
 def _value(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -30,6 +50,10 @@ def action_alert(action: st.Action, model_name: str, dagster_run_url: str | None
         "promote": f"Rollout: promoted {model_name} v{action.version} to champion",
         "stop": f"Rollout: stopped candidate {model_name} v{action.version}; champion unchanged",
         "rollback": f"Rollback: {model_name} champion v{action.previous_champion} -> v{action.version}",
+        "start": f"Rollout started: {model_name} v{action.version} is the candidate "
+        f"({action.figures.get('mode')}, weight {action.figures.get('weight')})",
+        "replace": f"Rollout: {model_name} v{action.version} replaces the candidate "
+        f"({action.figures.get('mode')})",
     }
     figures = ", ".join(
         f"{k}={v}" for k, v in sorted(action.figures.items()) if not isinstance(v, dict | list)
@@ -77,6 +101,7 @@ def build_rollout_actions_sensor(
             ascending=True,
         ).records
         done: list[str] = []
+        events: list[dg.AssetMaterialization] = []
         for record in records:
             after = record.storage_id
             meta = record.asset_materialization.metadata if record.asset_materialization else {}
@@ -103,6 +128,7 @@ def build_rollout_actions_sensor(
                     context.log.error(f"rollback of v{champion} not possible: {exc}")
                 else:
                     streak[champion] = 0
+                    events.append(champion_moved(action, "rollout_actions"))
                     notifier.send(action_alert(action, reg.model_name, run_url), log=context.log)
                     done.append(f"rollback v{champion} -> v{action.version}")
                     continue  # the candidate was compared with a broken champion: decide on the next one
@@ -127,6 +153,7 @@ def build_rollout_actions_sensor(
             reason = str(comparison.get("reason", decision))
             if decision == "promote":
                 action = st.promote_candidate(reg, reason, figures)
+                events.append(champion_moved(action, "rollout_actions"))
             else:
                 action = st.stop_rollout(reg, reason, figures)
             notifier.send(action_alert(action, reg.model_name, run_url), log=context.log)
@@ -136,6 +163,7 @@ def build_rollout_actions_sensor(
             context.log.info("rollout actions: " + "; ".join(done))
         return dg.SensorResult(
             cursor=new_cursor,
+            asset_events=events,
             skip_reason=None if done else dg.SkipReason(f"{len(records)} evaluation(s), no action"),
         )
 

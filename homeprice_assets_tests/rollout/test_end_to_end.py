@@ -153,6 +153,8 @@ class World:
         )
         data = sensor.evaluate_tick(context)
         self.cursor = data.cursor
+        for event in data.asset_events:  # as the daemon records them: the Bento follows the champion
+            self.instance.report_runless_asset_event(event)
 
 
 def _register(reg: Registry, model, train: pd.DataFrame, validation: pd.DataFrame) -> str:
@@ -284,6 +286,10 @@ def test_replayed_months_promote_stop_and_roll_back(
     record = state.last_action
     assert record["kind"] == "rollback" and "live PPE10" in record["reason"]
     assert record["figures"]["live_n"] > 100 and record["figures"]["consecutive_evaluations"] == 1
+    # the rollback is a promoted_model event too, so the bento asset rebuilds around v3
+    moved = world.instance.get_latest_materialization_event(dg.AssetKey("promoted_model"))
+    assert moved.asset_materialization.metadata["champion_version"].value == "3"
+    assert moved.asset_materialization.metadata["decision"].value == "rollback"
     alert = next(t for t in webhook.texts() if "Rollback" in t)
     assert "v2 -> v3" in alert and "live PPE10" in alert and "live_mdape=" in alert
     world.follow(champion_version="3")
