@@ -170,3 +170,15 @@ def test_monitoring_definitions_merge_into_the_code_location() -> None:
         dg.AssetCheckKey(dg.AssetKey("drift_report"), "drift_within_threshold")
         in repo.asset_graph.asset_check_keys
     )
+
+
+def test_landing_sensor_names_what_it_sets_aside_once(location: Location) -> None:
+    """A file that belongs to no month is never ignored silently: the sensor logs it once, by its reason."""
+    land_history(location.landing, project_config().data, since="2014-05", until="2014-05")
+    location.landing.write_bytes("README.txt", b"exports from the county, monthly\n")
+    first = location.tick("landing_sensor", None)
+    assert [r.partition_key for r in first.run_requests] == ["2014-05"]
+    told = json.loads(first.cursor)["set_aside"]
+    assert list(told) == ["README.txt"] and "not a sales file" in told["README.txt"]
+    again = location.tick("landing_sensor", first.cursor)
+    assert json.loads(again.cursor)["set_aside"] == told  # remembered: not logged again
