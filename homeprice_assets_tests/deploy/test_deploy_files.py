@@ -178,8 +178,9 @@ def test_deployments_pass_the_production_profile() -> None:
         env = d.compose_env(service)
         assert env["HOMEPRICE_PROFILE"] == "production"
         profiles.validate({**env, **instance}, profiles.PIPELINE_STORES)
-    profiles.validate(d.compose_env("bento"), profiles.SERVING_STORES)
-    profiles.validate(d.container_env("homeprice-bento"), profiles.SERVING_STORES)
+    for env in (d.compose_env("bento"), d.container_env("homeprice-bento")):
+        assert env["HOMEPRICE_PROFILE"] == "production"
+        profiles.validate(env, profiles.SERVING_STORES)
     # On Kubernetes the chart writes the instance (its PostgreSQL); the rest comes from the ConfigMap/Secret.
     k8s = d.code_location_env_k8s()
     profiles.validate(k8s, [s for s in profiles.PIPELINE_STORES if s is not profiles.DAGSTER])
