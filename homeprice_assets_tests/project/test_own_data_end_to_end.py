@@ -98,6 +98,8 @@ def test_an_export_without_ids_or_coordinates_trains_promotes_and_serves(tmp_pat
             str(Path(sys.executable).with_name("bentoml")),
             "serve",
             "bento.service:HomePrice",
+            "--host",
+            "127.0.0.1",
             "--port",
             str(port),
         ],

@@ -118,6 +118,43 @@ def start_server(
     return server
 
 
+def serve_built_bento(tag: str, tmp: Path) -> Server:
+    """``bentoml serve <tag>`` of a built Bento, ready: pinned to its baked-in model, no registry in reach."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "MLFLOW_TRACKING_URI": "sqlite:///:memory:",
+        "HOMEPRICE_HOME": str(tmp / "home"),
+    }
+    env.pop("HOMEPRICE_SERVING_MODE", None)
+    log = tmp / f"bento-{port}.log"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            tag,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", proc, log, tmp / "home" / "predictions.db")
+    try:
+        wait_up(server)
+        wait_ready(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
 def wait_up(server: Server, timeout: float = 120) -> None:
     """Until /livez answers (the process is serving, with or without a model)."""
     proc = server.proc

@@ -1,9 +1,6 @@
 """A Bento carries its own limits: built around a model trained in New York (with New York bounds in its
 configuration), it accepts New York coordinates and refuses Seattle's, whatever the default config says."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +14,7 @@ from homeprice_assets.serving.build import build_bento, import_version
 from homeprice_assets.training.model import fit_price_model
 from homeprice_assets.training.splits import time_split
 from homeprice_assets.training.tracking import input_example, register_price_model
-from homeprice_assets_tests.serving.conftest import Server, free_port, stop_server, wait_ready, wait_up
+from homeprice_assets_tests.serving.conftest import serve_built_bento, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -39,26 +36,8 @@ def test_a_bento_built_for_new_york_serves_new_york_only(
     version = register_price_model(store, model, input_example(train))
     bento = build_bento(import_version(store, version))
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "MLFLOW_TRACKING_URI": "sqlite:///:memory:",  # the Bento needs no registry: its model is inside
-        "HOMEPRICE_HOME": str(tmp_path / "home"),
-    }
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("bentoml")), "serve", str(bento.tag), "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", proc, log, tmp_path / "home" / "predictions.db")
+    server = serve_built_bento(str(bento.tag), tmp_path)  # pinned: its model is inside, no registry
     try:
-        wait_up(server)
-        wait_ready(server)
         home = {"location": str(train["location"].iloc[0]), "living_sf": 1800}
         ny = server.post("/predict", {"home": home | {"latitude": 40.71, "longitude": -74.0}})
         assert ny.status_code == 200, ny.text

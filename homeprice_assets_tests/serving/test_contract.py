@@ -12,10 +12,8 @@ import yaml
 from homeprice_assets_tests.serving.conftest import (
     Registry,
     Server,
-    free_port,
+    serve_built_bento,
     stop_server,
-    wait_ready,
-    wait_up,
 )
 
 pytestmark = pytest.mark.slow
@@ -86,35 +84,8 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     assert bentoml.get(str(bento.tag)).tag == bento.tag
 
     # the built Bento serves pinned to its baked-in model, with no registry in reach
-    port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "MLFLOW_TRACKING_URI": "sqlite:///:memory:",
-        "HOMEPRICE_HOME": str(tmp_path / "home"),
-    }
-    env.pop("HOMEPRICE_SERVING_MODE", None)
-    log = tmp_path / "pinned.log"
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("bentoml")),
-            "serve",
-            str(bento.tag),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", proc, log, tmp_path / "home" / "predictions.db")
+    server = serve_built_bento(str(bento.tag), tmp_path)
     try:
-        wait_up(server)
-        wait_ready(server)
         r = server.post("/predict", {"home": {"location": "79", "living_sf": 1800}})
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == "1"
