@@ -22,15 +22,16 @@ run: install
 dev: install
 	$(BIN)/homeprice dev
 
-## The whole test suite, as CI runs it, with coverage (the floor is fail_under in setup.cfg).
+## The whole test suite, as CI runs it, with coverage (the floor is fail_under in setup.cfg); two workers, one
+## test file each at a time (a file's tests share module fixtures and run in order).
 test: install
 	$(BIN)/python -m homeprice_assets_tests.prepare
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest -n 2 --dist loadfile --cov --cov-report=term
 
 test-fast: install
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

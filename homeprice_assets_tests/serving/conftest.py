@@ -120,10 +120,13 @@ def start_server(
 
 def serve_built_bento(tag: str, tmp: Path) -> Server:
     """``bentoml serve <tag>`` of a built Bento, ready: pinned to its baked-in model, no registry in reach."""
+    import bentoml
+
     port = free_port()
     env = {
         **os.environ,
-        "BENTOML_HOME": str(tmp / "bentoml"),
+        # the store this process built the Bento into: <home>/bentos/<name>/<version>
+        "BENTOML_HOME": str(Path(bentoml.get(tag).path).parents[2]),
         "MLFLOW_TRACKING_URI": "sqlite:///:memory:",
         "HOMEPRICE_HOME": str(tmp / "home"),
     }

@@ -21,9 +21,7 @@ pytestmark = pytest.mark.slow
 NEW_YORK = {"min_latitude": 40.4, "max_latitude": 41.0, "min_longitude": -74.3, "max_longitude": -73.6}
 
 
-def test_a_bento_built_for_new_york_serves_new_york_only(
-    bundled_sales: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bento_built_for_new_york_serves_new_york_only(bundled_sales: pd.DataFrame, tmp_path: Path) -> None:
     table = feature_table(clean_sales(bundled_sales, load_config().data).clean)
     moved = table.assign(latitude=table["latitude"] - 6.9, longitude=table["longitude"] + 48.3)
     moved[list(FEATURES)] = make_features(moved)
@@ -31,7 +29,6 @@ def test_a_bento_built_for_new_york_serves_new_york_only(
     config = load_config(overrides={"data": {"bounds": NEW_YORK}})  # the user's config for New York
     model = fit_price_model(train, {"num_boost_round": 100}, bounds=config.data.bounds)
 
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     store = Registry(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", model_name="homeprice-ny")
     version = register_price_model(store, model, input_example(train))
     bento = build_bento(import_version(store, version))
