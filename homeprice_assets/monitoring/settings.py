@@ -116,15 +116,9 @@ class AlertSettings(_Strict):
     alert_on_warn_checks: bool = False
 
 
-def monitoring_settings(config: ProjectConfig | None = None) -> MonitoringSettings:
-    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
-    from homeprice_assets.config import project_config
-
-    return (config or project_config()).monitoring
-
-
 def alert_settings(config: ProjectConfig | None = None) -> AlertSettings:
-    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
+    """The ``alerts`` section, for ``Notifier.from_settings`` called without one (the code location passes
+    the loaded configuration's)."""
     from homeprice_assets.config import project_config
 
     return (config or project_config()).alerts

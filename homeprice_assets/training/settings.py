@@ -62,17 +62,3 @@ class PromotionSettings(BaseModel):
         le=1,
         description="absolute: vertical equity, |PRB| (IAAO price-related bias) at most this; None: off",
     )
-
-
-def training_settings() -> TrainingSettings:
-    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
-    from homeprice_assets.config import project_config
-
-    return project_config().training
-
-
-def promotion_settings() -> PromotionSettings:
-    """Deprecated: take the ``settings`` resource (``ProjectConfigResource``) instead."""
-    from homeprice_assets.config import project_config
-
-    return project_config().promotion
