@@ -11,6 +11,7 @@ Every prediction is logged (``HOMEPRICE_PREDICTION_LOG_URL``, SQLite under the p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -91,6 +92,30 @@ ERRORS = bentoml.metrics.Counter(
     documentation="Refused or failed requests",
     labelnames=["endpoint", "kind"],
 )
+# Live accuracy on closed sales, per model version: computed by the rollout_evaluation asset, carried by
+# the registry (rollout.state.TAG_LIVE) and exported here: one Prometheus job sees serving and ground truth.
+LIVE = {
+    "mdape": bentoml.metrics.Gauge(
+        name="homeprice_live_mdape",
+        documentation="Median absolute % error of logged valuations whose sale has since closed",
+        labelnames=["model_version"],
+    ),
+    "ppe10": bentoml.metrics.Gauge(
+        name="homeprice_live_ppe10",
+        documentation="Share of those valuations within 10% of the sale price",
+        labelnames=["model_version"],
+    ),
+    "coverage": bentoml.metrics.Gauge(
+        name="homeprice_live_coverage",
+        documentation="Share of those sales inside the valuation's interval",
+        labelnames=["model_version"],
+    ),
+    "n": bentoml.metrics.Gauge(
+        name="homeprice_live_matched_sales",
+        documentation="How many closed sales the live figures are computed on",
+        labelnames=["model_version"],
+    ),
+}
 POLL_ERRORS = bentoml.metrics.Counter(
     name="homeprice_registry_poll_errors_total",
     documentation="Registry polls or model loads that failed (the loaded model keeps serving)",
@@ -223,6 +248,14 @@ class HomePrice:
             MODEL_INFO.labels(role=role, model_version=version).set(1)
         for mode in ("shadow", "ab"):
             ROLLOUT.labels(mode=mode).set(new.info()["rollout_weight"] if new.mode == mode else 0)
+        for figure, gauge in LIVE.items():
+            for version in set(old.state.live) - set(new.state.live):
+                with contextlib.suppress(KeyError):  # never set (no such figure for it)
+                    gauge.remove(version)
+            for version, figures in new.state.live.items():
+                value = figures.get(figure)
+                if isinstance(value, int | float):
+                    gauge.labels(model_version=version).set(value)
 
     def __is_ready__(self) -> bool:
         """Not ready (503 on /readyz) until a model is loaded."""

@@ -19,8 +19,13 @@ from homeprice_assets.partitions import sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.rollout import evaluation, report
-from homeprice_assets.rollout.groundtruth import GT_COLUMNS, join_ground_truth, metrics_by_model
-from homeprice_assets.rollout.state import current_state, offline_mdape
+from homeprice_assets.rollout.groundtruth import (
+    GT_COLUMNS,
+    join_ground_truth,
+    live_by_version,
+    metrics_by_model,
+)
+from homeprice_assets.rollout.state import current_state, offline_mdape, publish_live
 from homeprice_assets.serving.predlog import read_predictions
 
 ROLLOUT_EXPERIMENT = "homeprice-rollout"
@@ -167,6 +172,9 @@ def rollout_evaluation(
                     if isinstance(v, int | float) and v is not None and k != "crossed_at"
                 }
             )
+    live = live_by_version(rows, rollout.live_window_months)
+    if live:  # the services export these on their next registry poll (homeprice_live_* gauges)
+        publish_live(reg, live, stamp)
     link = reg.run_link(run.run_id)
     decision = comparison.decision if comparison else "no_rollout"
     context.log.info(f"rollout: {decision}; champion v{state.champion}: {health.breaches or 'healthy'}")
@@ -189,6 +197,7 @@ def rollout_evaluation(
             "champion_broken": health.broken,
             "champion_health": dg.MetadataValue.json(json.loads(json.dumps(health.figures(), default=str))),
             "report": dg.MetadataValue.path(str(path)),
+            "live_by_version": dg.MetadataValue.json(live),
             "mlflow_run_id": run.run_id,
             **({"mlflow_run": dg.MetadataValue.url(link)} if link else {}),
         }

@@ -88,3 +88,27 @@ def metrics_by_model(rows: pd.DataFrame) -> pd.DataFrame:
     ]
     cols = ["model_version", "model_role", "n", "mdape", "ppe10", "median_ratio", "cod", "coverage"]
     return pd.DataFrame(out, columns=cols)
+
+
+def live_by_version(rows: pd.DataFrame, window_months: int) -> dict[str, dict[str, object]]:
+    """Live accuracy per model version over the last ``window_months`` sale months that have matched sales.
+
+    This is what the registry carries for the services to export as ``homeprice_live_*`` gauges. Roles are
+    pooled: a version that priced a home as shadow and again as champion counts that sale once, with its
+    latest valuation before the sale. Empty when no sale has been matched yet.
+    """
+    if rows.empty:
+        return {}
+    months = sorted(rows["sale_month"].dropna().astype(str).unique())[-window_months:]
+    recent = rows[rows["sale_month"].astype(str).isin(months)]
+    recent = recent.sort_values(["valued_at", "created_at"]).drop_duplicates(
+        ["sale_id", "model_version"], keep="last"
+    )
+    out: dict[str, dict[str, object]] = {}
+    for version, group in recent.groupby(recent["model_version"].astype(str), sort=True):
+        figures = live_metrics(group)
+        out[str(version)] = {
+            **{k: (int(v) if k == "n" else round(float(v), 6)) for k, v in figures.items()},
+            "months": [m for m in months if m in set(group["sale_month"].astype(str))],
+        }
+    return out

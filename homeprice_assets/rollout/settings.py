@@ -65,6 +65,13 @@ class RolloutSettings(BaseModel):
         "55/45 split of which model prices a home better)",
     )
     bootstrap_samples: int = Field(2000, ge=100, le=100_000, description="paired bootstrap resamples")
+    live_window_months: int = Field(
+        3,
+        ge=1,
+        le=24,
+        description="live error per version (exported to Prometheus by the service) over this many of the "
+        "latest sale months with matched sales",
+    )
     metrics_url: str | None = Field(
         None, description="the service's /metrics URL, for the 5xx-rate rule (None: rule off)"
     )

@@ -6,7 +6,9 @@ returns every alias and tag at once, so a reader never sees half of a state.
 
 - aliases ``champion`` (answers), ``candidate`` (under test), ``previous`` (the rollback target);
 - tags ``rollout.mode`` (``shadow`` | ``ab``; absent: no rollout), ``rollout.weight`` (A/B share),
-  ``rollout.started_at`` (ISO UTC), ``rollout.last_action`` (JSON: what was done last, why, with figures).
+  ``rollout.started_at`` (ISO UTC), ``rollout.last_action`` (JSON: what was done last, why, with figures),
+  ``live.metrics`` (JSON: each recent version's live accuracy on closed sales, written by
+  ``rollout_evaluation``; the services export it to Prometheus on their next poll).
 
 Every action moves aliases first and tags after, so a service polling in between sees at worst the
 candidate serving as its own shadow for one poll, never a state that refuses requests.
@@ -34,6 +36,7 @@ TAG_MODE, TAG_WEIGHT, TAG_STARTED, TAG_LAST = (
     "rollout.started_at",
     "rollout.last_action",
 )
+TAG_LIVE = "live.metrics"
 MODES = ("shadow", "ab")
 
 
@@ -53,6 +56,8 @@ class RolloutState:
     weight: float = 0.0
     started_at: str | None = None
     last_action: dict[str, Any] = field(default_factory=dict)
+    # version -> live figures (n, mdape, ppe10, median_ratio, cod, coverage, months) on closed sales
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -74,6 +79,10 @@ def parse_state(aliases: dict[str, str], tags: dict[str, str]) -> RolloutState:
         last = json.loads(tags.get(TAG_LAST) or "{}")
     except ValueError:
         last = {}
+    try:
+        live = json.loads(tags.get(TAG_LIVE) or "{}")
+    except ValueError:
+        live = {}
     return RolloutState(
         champion=aliases.get(CHAMPION),
         candidate=candidate,
@@ -83,6 +92,7 @@ def parse_state(aliases: dict[str, str], tags: dict[str, str]) -> RolloutState:
         weight=min(max(weight, 0.0), 1.0),
         started_at=tags.get(TAG_STARTED) or None,
         last_action=last,
+        live=live.get("versions", {}) if isinstance(live, dict) else {},
     )
 
 
@@ -93,6 +103,20 @@ def read_state(client: MlflowClient, name: str) -> RolloutState:
     except MlflowException:
         return RolloutState()
     return parse_state({k: str(v) for k, v in (model.aliases or {}).items()}, dict(model.tags or {}))
+
+
+def publish_live(reg: Registry, live: dict[str, dict[str, Any]], evaluated_at: str) -> None:
+    """Record each version's live accuracy: one registered-model tag that every service reads on its poll
+    (and exports as gauges), and tags on each version for the MLflow UI."""
+    reg.set_model_tag(TAG_LIVE, json.dumps({"evaluated_at": evaluated_at, "versions": live}, sort_keys=True))
+    for version, figures in live.items():
+        reg.tag_version(
+            version,
+            live_mdape=figures.get("mdape", ""),
+            live_matched_sales=figures.get("n", 0),
+            live_months=",".join(figures.get("months", [])),
+            live_evaluated_at=evaluated_at,
+        )
 
 
 def current_state(reg: Registry) -> RolloutState:

@@ -34,7 +34,6 @@ DASHBOARD = DEPLOY / "observability" / "grafana" / "dashboards" / "homeprice.jso
 GRAFANA_DATASOURCES = (
     DEPLOY / "observability" / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
 )
-PENDING_METRICS = DEPLOY / "observability" / "pending_metrics.yaml"
 SERVICE = REPO_ROOT / "bento" / "service.py"
 
 # Prefixes of the variables our code or our stack reads: a deployment file naming one must name a real one.
@@ -209,7 +208,3 @@ def dashboard_exprs() -> list[str]:
 
     dash = json.loads(DASHBOARD.read_text())
     return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
-
-
-def pending_metrics() -> dict[str, str]:
-    return load_yaml(PENDING_METRICS) or {}

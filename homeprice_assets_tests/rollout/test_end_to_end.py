@@ -290,6 +290,11 @@ def test_replayed_months_promote_stop_and_roll_back(
     moved = world.instance.get_latest_materialization_event(dg.AssetKey("promoted_model"))
     assert moved.asset_materialization.metadata["champion_version"].value == "3"
     assert moved.asset_materialization.metadata["decision"].value == "rollback"
+    # the live figures per version, as the registry carries them for the services' Prometheus gauges
+    live = state.live
+    assert live == broken["live_by_version"] and {"1", "2", "3"} <= set(live)
+    assert live["2"]["ppe10"] < live["3"]["ppe10"] and live["2"]["months"] == ["2014-08", "2014-09"]
+    assert world.reg.get_version("2").tags["live_matched_sales"] == str(live["2"]["n"])
     alert = next(t for t in webhook.texts() if "Rollback" in t)
     assert "v2 -> v3" in alert and "live PPE10" in alert and "live_mdape=" in alert
     world.follow(champion_version="3")

@@ -1,14 +1,21 @@
 """Ground-truth join, live metrics, the sequential test and the decisions, on real prices."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from homeprice_assets.rollout.evaluation import champion_health, compare, error_rate_from_metrics
-from homeprice_assets.rollout.groundtruth import join_ground_truth, live_metrics, metrics_by_model
+from homeprice_assets.rollout.groundtruth import (
+    join_ground_truth,
+    live_by_version,
+    live_metrics,
+    metrics_by_model,
+)
 from homeprice_assets.rollout.sequential import bootstrap_mdape_difference, msprt
 from homeprice_assets.rollout.settings import RollbackRules, RolloutSettings
-from homeprice_assets.rollout.state import RolloutState
+from homeprice_assets.rollout.state import TAG_LIVE, RolloutState, parse_state
 
 
 def _pred(parcel, version, role, created, price, valuation=None, rid="r", i=0):
@@ -83,6 +90,52 @@ def test_live_metrics_by_model() -> None:
         ("2", "shadow"),
     ]
     assert live_metrics(rows.iloc[0:0]) == {"n": 0}
+
+
+def test_live_by_version_pools_roles_over_the_latest_months() -> None:
+    """What the services export per version: the last ``window`` months with matched sales, one row per
+    sale and version (a shadow valuation and a later champion valuation of the same sale count once)."""
+
+    def row(sale, month, version, role, valued, price):
+        return {
+            "sale_id": sale,
+            "sale_month": month,
+            "model_version": version,
+            "model_role": role,
+            "valued_at": pd.Timestamp(valued),
+            "created_at": pd.Timestamp(valued),
+            "sale_price": 100.0,
+            "price": price,
+            "price_lower": price * 0.9,
+            "price_upper": price * 1.1,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("a", "2014-01", "1", "champion", "2013-11-01", 50.0),  # outside a 2-month window
+            row("b", "2014-02", "1", "champion", "2014-01-01", 95.0),
+            row("c", "2014-03", "1", "champion", "2014-02-01", 130.0),
+            row("c", "2014-03", "2", "shadow", "2014-01-15", 80.0),  # superseded by its later valuation
+            row("c", "2014-03", "2", "champion", "2014-02-10", 104.0),
+        ]
+    )
+    live = live_by_version(rows, window_months=2)
+    assert live["1"]["n"] == 2 and live["1"]["mdape"] == pytest.approx(0.175)
+    assert live["1"]["months"] == ["2014-02", "2014-03"]
+    assert live["2"] == {
+        "n": 1,
+        "mdape": pytest.approx(0.04),
+        "ppe10": 1.0,
+        "median_ratio": pytest.approx(1.04),
+        "cod": 0.0,
+        "coverage": 1.0,
+        "months": ["2014-03"],
+    }
+    assert live_by_version(rows.iloc[0:0], 3) == {}
+    # the registry tag the services read on their poll round-trips into the state
+    tag = json.dumps({"evaluated_at": "x", "versions": live})
+    assert parse_state({"champion": "2"}, {TAG_LIVE: tag}).live == json.loads(tag)["versions"]
+    assert parse_state({}, {TAG_LIVE: "not json"}).live == {}
 
 
 def test_msprt_stays_quiet_without_a_difference_and_crosses_with_one() -> None:
