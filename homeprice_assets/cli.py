@@ -46,15 +46,17 @@ def cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
-# In-process ingest runs print nothing: each month's outcome (and the reason it failed) is printed once after.
+# The in-process ingest run prints nothing: each month's outcome (and why it failed) is printed once after.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
-    """Register landed months as partitions and run the ingest job, in-process, for each whose files changed.
+    """Register landed months as partitions; ingest every month whose files changed, in one in-process run.
 
     Each month is "ran", "unchanged" (the same files were ingested successfully before), "failed", or
     "failed_before" (the same files failed before: not retried until they or the data settings change).
+    The months run together (one Dagster run per range of adjacent partitions, usually one), each with its
+    own materializations and checks; ``months`` limits the run to those months.
     """
     import dagster as dg
 
@@ -69,7 +71,7 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
         months,
         run_config=QUIET,
         config=defs.resources["settings"].get().data,
-        progress=lambda it: tqdm(list(it), desc="ingest", unit="month", file=sys.stderr, disable=None),
+        progress=lambda it: tqdm(list(it), desc="ingest", unit="run", file=sys.stderr, disable=None),
         register=register_months,
     )
 

@@ -5,16 +5,88 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from typing import Any
 
 import dagster as dg
+import pandas as pd
+from dagster._core.definitions.partitions.context import partition_loading_context
 
-from homeprice_assets.features.assets import sale_features
-from homeprice_assets.ingest.assets import clean_sales, raw_sales
-from homeprice_assets.partitions import register_months
+from homeprice_assets.ingest.assets import ingest_sales
+from homeprice_assets.ingest.report import partition_blocks, range_tags
+from homeprice_assets.partitions import register_months, sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LandingZone
 
-INGEST_ASSETS = [raw_sales, clean_sales, sale_features]
+# raw_sales, clean_sales, quarantined_sales and sale_features: one range-aware step computes all four
+INGEST_ASSETS = [ingest_sales]
+
+
+class IngestResult:
+    """An ingest run's result; ``output_for_node`` reads a month's stored frame back (the step writes each
+    month through the IO manager as it goes instead of returning one output for the whole run)."""
+
+    def __init__(
+        self,
+        result: dg.ExecuteInProcessResult,
+        instance: dg.DagsterInstance,
+        storage: Any,
+        months: list[str],
+    ) -> None:
+        self.result, self.instance, self.storage, self.months = result, instance, storage, months
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+    def asset_materializations_for_node(self, node: str) -> list[dg.AssetMaterialization]:
+        """The materializations of asset ``node`` (the step that made them is ``ingest_sales``)."""
+        key = dg.AssetKey(node)
+        return [
+            e.materialization for e in self.result.get_asset_materialization_events() if e.asset_key == key
+        ]
+
+    def output_for_node(self, node: str, output: str | None = None, month: str | None = None) -> pd.DataFrame:
+        """``output_for_node("raw_sales")``, ``("clean_sales", "quarantined_sales")``: the month's frame."""
+        key = dg.AssetKey(output or node)
+        month = month or self.months[-1]
+        io = (
+            self.storage.create_io_manager(None)
+            if hasattr(self.storage, "create_io_manager")
+            else self.storage
+        )
+        with (
+            partition_loading_context(dynamic_partitions_store=self.instance),
+            dg.build_input_context(
+                asset_key=key, partition_key=month, asset_partitions_def=sale_month_partitions
+            ) as context,
+        ):
+            value = io.load_input(context)
+        return value[month] if isinstance(value, dict) else value
+
+
+def _materialize(
+    months: list[str],
+    instance: dg.DagsterInstance,
+    landing: LandingZone,
+    storage: Any,
+    settings: ProjectConfigResource | None,
+    selection: list[str] | None = None,
+) -> IngestResult:
+    register_months(instance, months)
+    tags = range_tags(months) if len(months) > 1 else None
+    result = dg.materialize(
+        INGEST_ASSETS,
+        selection=selection,
+        partition_key=months[0] if len(months) == 1 else None,
+        tags=tags,
+        instance=instance,
+        resources={
+            "landing": landing,
+            "io_manager": storage,
+            "settings": settings or ProjectConfigResource(),
+        },
+        raise_on_error=False,
+    )
+    return IngestResult(result, instance, storage, months)
 
 
 def ingest_month(
@@ -23,21 +95,36 @@ def ingest_month(
     landing: LandingZone,
     storage: dg.ConfigurableIOManagerFactory,
     settings: ProjectConfigResource | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Materialize raw -> clean -> features for one month, as the ingest job does (without raising)."""
-    register_months(instance, [month])
-    settings = settings or ProjectConfigResource()
-    return dg.materialize(
-        INGEST_ASSETS,
-        partition_key=month,
-        instance=instance,
-        resources={"landing": landing, "io_manager": storage, "settings": settings},
-        raise_on_error=False,
-    )
+    selection: list[str] | None = None,
+) -> IngestResult:
+    """Materialize raw -> clean -> features for one month, as the ingest job does (without raising).
+
+    ``selection``: some of the assets only, e.g. ``["raw_sales", "clean_sales", "quarantined_sales"]``.
+    """
+    return _materialize([month], instance, landing, storage, settings, selection)
 
 
-def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+def ingest_range(
+    months: list[str],
+    instance: dg.DagsterInstance,
+    landing: LandingZone,
+    storage: dg.ConfigurableIOManagerFactory,
+    settings: ProjectConfigResource | None = None,
+) -> IngestResult:
+    """Materialize raw -> clean -> features for ``months`` (adjacent partitions) in one run, as
+    ``homeprice ingest`` does; ``output_for_node(..., month=...)`` reads one month back."""
+    register_months(instance, sorted(months))
+    [block] = partition_blocks(instance, months)
+    return _materialize(block, instance, landing, storage, settings)
+
+
+def check_results(
+    result: dg.ExecuteInProcessResult | IngestResult, month: str | None = None
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """Check evaluations by name (of ``month`` only, in a range run)."""
+    return {
+        e.check_name: e for e in result.get_asset_check_evaluations() if month is None or e.partition == month
+    }
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -1,25 +1,31 @@
-"""Clean sales -> model inputs, one sale month per partition."""
+"""Clean sales -> model inputs, one sale month per partition: the feature stage and its checks.
 
-from collections.abc import Iterator
+``sale_features`` is computed with the rest of a month by the range-aware ``ingest_sales`` step
+(``homeprice_assets.ingest.assets``); this module holds what that stage computes and checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from homeprice_assets.features.engineering import FEATURE_VERSION, FEATURES, NUMERIC_FEATURES, feature_table
+from homeprice_assets.features.engineering import NUMERIC_FEATURES
 from homeprice_assets.monitoring.settings import PriceLevelSettings
-from homeprice_assets.partitions import sale_month_partitions
-from homeprice_assets.resources.config import ProjectConfigResource
+from homeprice_assets.partitions import month_check, sale_month_partitions
 
 PRICE_LEVEL_CHECK = "price_level"
 FEATURE_CHECKS = [
-    dg.AssetCheckSpec(
+    month_check(
         "finite_features",
         asset="sale_features",
         blocking=True,
         description="No infinite feature values, and the features every sale has are never null.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         PRICE_LEVEL_CHECK,
         asset="sale_features",
         blocking=True,
@@ -85,10 +91,16 @@ def price_level(
     )
 
 
-def recent_levels(instance: dg.DagsterInstance, month: str, lookback: int) -> dict[str, float]:
-    """Price levels of the ``lookback`` months before ``month``, from their latest materialization."""
-    prior = sorted(m for m in instance.get_dynamic_partitions(sale_month_partitions.name) if m < month)
-    prior = prior[-lookback:]
+def recent_levels(
+    instance: dg.DagsterInstance, month: str, lookback: int, known: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Price levels of the ``lookback`` months before ``month``, from their latest materialization.
+
+    ``known``: the registered sale months, when the caller has them already (a range run asks once).
+    """
+    if known is None:
+        known = instance.get_dynamic_partitions(sale_month_partitions.name)
+    prior = sorted(m for m in known if m < month)[-lookback:]
     if not prior:
         return {}
     records = instance.fetch_materializations(
@@ -104,30 +116,10 @@ def recent_levels(instance: dg.DagsterInstance, month: str, lookback: int) -> di
     return out
 
 
-@dg.asset(
-    partitions_def=sale_month_partitions,
-    group_name="features",
-    kinds={"pandas", "parquet"},
-    code_version=FEATURE_VERSION,
-    check_specs=FEATURE_CHECKS,
-)
-def sale_features(
-    context: dg.AssetExecutionContext, clean_sales: pd.DataFrame, settings: ProjectConfigResource
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Keys, target, raw inputs and engineered features: known at sale time only, no price-derived inputs."""
-    table = feature_table(clean_sales)
-    level = price_per_sf(table)
-    yield dg.Output(
-        table,
-        metadata={
-            "rows": len(table),
-            "feature_version": FEATURE_VERSION,
-            "features": dg.MetadataValue.json(list(FEATURES)),
-            "n_features": len(FEATURES),
-            LEVEL_KEY: -1.0 if level is None else level,
-        },
-    )
-    yield finite_features(table)
-    bound = settings.get().monitoring.price_level
-    month = context.partition_key
-    yield price_level(month, level, recent_levels(context.instance, month, bound.lookback_months), bound)
+def __getattr__(name: str) -> Any:
+    """``sale_features``: the step that materializes it (with the rest of the month), for old imports."""
+    if name == "sale_features":
+        from homeprice_assets.ingest.assets import ingest_sales
+
+        return ingest_sales
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

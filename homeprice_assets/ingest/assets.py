@@ -1,12 +1,48 @@
-"""Landed files -> raw sales -> clean sales + quarantine, one sale month per partition."""
+"""Landed files -> raw sales -> clean sales + quarantine -> features, one sale month per partition.
 
+The four software-defined assets (``raw_sales``, ``clean_sales``, ``quarantined_sales``, ``sale_features``)
+are computed by one range-aware step, ``ingest_sales``: a run covers one month (the landing sensor) or a
+range of months (``homeprice ingest``, a backfill with the single-run policy), and walks its months in order
+in one process. Each month still gets its own materializations (data version, metadata, Parquet file) and
+its own check evaluations (partition set), emitted as it is done; a month whose blocking check fails is held
+back alone (nothing downstream of the failed check is materialized for it) while the later months go on.
+Any failed blocking check still fails the run at the end, so alerts and the run status say so.
+
+Why one step rather than a single-run backfill of separate steps: Dagster gives all partitions of a range
+output one data version and one outcome, whereas each month here has its own content version and its own
+verdict. Per-month work is light (pandas on a few hundred rows), so the run uses the in-process executor.
+"""
+
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    compute_logical_data_version,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 
+from homeprice_assets.config import DataConfig
+from homeprice_assets.features import assets as features
+from homeprice_assets.features.engineering import FEATURE_VERSION, feature_table
+from homeprice_assets.features.engineering import FEATURES as FEATURE_NAMES
 from homeprice_assets.ingest import checks
 from homeprice_assets.ingest.reading import UnreadableFile, read_with_config, row_months
+from homeprice_assets.ingest.report import (
+    DATA_CONFIG_KEY,
+    MONTH_ERRORS_KEY,
+    data_config_digest,
+)
 from homeprice_assets.ingest.rules import (
     RULES,
     SchemaError,
@@ -18,92 +54,65 @@ from homeprice_assets.ingest.rules import (
 from homeprice_assets.ingest.rules import (
     clean_sales as clean_rows,
 )
+from homeprice_assets.ingest.status import LANDED_DIGEST_KEY
 from homeprice_assets.partitions import sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
-from homeprice_assets.resources.landing import LandingZone
+from homeprice_assets.resources.landing import LandingScan, LandingZone, month_digest
+
+RAW = dg.AssetKey("raw_sales")
+CLEAN = dg.AssetKey("clean_sales")
+QUARANTINE = dg.AssetKey("quarantined_sales")
+FEATURES = dg.AssetKey("sale_features")
+
+SPECS = [
+    dg.AssetSpec(
+        RAW,
+        group_name="ingest",
+        kinds={"pandas", "parquet"},
+        skippable=True,
+        description="Every row landed for the month, unchanged (as text), with its source file, file hash "
+        "and row number. Its data version depends on the set of rows only.",
+    ),
+    dg.AssetSpec(
+        CLEAN,
+        group_name="ingest",
+        kinds={"pandas", "parquet"},
+        deps=[RAW],
+        skippable=True,
+        description="Typed, validated, deduplicated sales of the month.",
+    ),
+    dg.AssetSpec(
+        QUARANTINE,
+        group_name="ingest",
+        kinds={"pandas", "parquet"},
+        deps=[RAW],
+        skippable=True,
+        description="Rows that broke a rule, with the rule and a detail.",
+    ),
+    dg.AssetSpec(
+        FEATURES,
+        group_name="features",
+        kinds={"pandas", "parquet"},
+        deps=[CLEAN],
+        skippable=True,
+        code_version=FEATURE_VERSION,
+        description="Keys, target, raw inputs and engineered features: known at sale time only, no "
+        "price-derived inputs.",
+    ),
+]
+ALL_CHECKS = [*checks.RAW_CHECKS, *checks.CLEAN_CHECKS, *features.FEATURE_CHECKS]
+_BLOCKING = {spec.key for spec in ALL_CHECKS if spec.blocking}
 
 
-@dg.asset(
-    partitions_def=sale_month_partitions,
-    group_name="ingest",
-    kinds={"pandas", "parquet"},
-    check_specs=checks.RAW_CHECKS,
-)
-def raw_sales(
-    context: dg.AssetExecutionContext, landing: LandingZone, settings: ProjectConfigResource
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Every row landed for the month, unchanged (as text), with its source file, file hash and row number.
-
-    Idempotent: the data version depends on the set of rows only, and a row already landed in another file
-    is not added twice. A file that cannot be read (empty, undecodable, not a table, required columns
-    missing) is set aside with its reason, counted in the metadata and failed in the ``readable_files``
-    check (ERROR: alerted); the month's other files go on.
-    """
-    config = settings.get().data
-    month = context.partition_key
-    scan = landing.scan(config)
-    for aside in scan.set_aside:
-        context.log.warning(f"landing zone: {aside.key!r} is in no month: {aside.reason}")
-    files = [f for f in scan.files if f.month == month]
-    if not files:
-        raise dg.Failure(f"raw_sales: no sales files for {month} in the landing zone {landing.describe()}")
-    frames, described, set_aside = [], [], []
-    for f in files:
-        data = landing.read_bytes(f.key)
-        digest = file_sha256(data)
-        try:
-            parsed = read_with_config(f.key, data, config)
-            frame = parsed.frame
-            if f.split:  # no month in the path: this month's rows, by their sale date
-                frame = frame[row_months(frame, f.key, config) == month]
-            check_source_columns(frame.columns, config)
-        except (UnreadableFile, SchemaError) as exc:
-            context.log.error(f"{month}: file {f.key!r} set aside: {exc}")
-            set_aside.append({"key": f.key, "sha256": digest, "reason": str(exc)})
-            continue
-        frames.append((f.key, digest, frame))
-        described.append(
-            {"key": f.key, "sha256": digest, "rows": len(frame), "split_by_date": f.split, **parsed.sniffed}
-        )
-        if parsed.sniffed:
-            context.log.info(f"{month}: {f.key!r} read with sniffed {parsed.sniffed}")
-    raw, repeated, within = combine_landed(frames)
-    context.log.info(
-        f"{month}: {len(raw)} rows from {len(frames)} of {len(files)} file(s), "
-        f"{repeated} repeated row(s) left out ({within} inside one file), {len(set_aside)} file(s) set aside"
-    )
-    yield dg.Output(
-        raw,
-        data_version=dg.DataVersion(content_version(raw)),
-        metadata={
-            "rows": len(raw),
-            "files": dg.MetadataValue.json(described),
-            "quarantined_files": len(set_aside),
-            "quarantined_file_reasons": dg.MetadataValue.json(set_aside),
-            "repeated_rows_left_out": repeated,
-            "repeated_rows_within_a_file": within,
-            "landing_files_in_no_month": len(scan.set_aside),
-            "landing_files_in_no_month_reasons": dg.MetadataValue.json(
-                [{"key": a.key, "reason": a.reason} for a in scan.set_aside]
-            ),
-            "landing_zone": landing.describe(),
-        },
-    )
-    yield checks.required_columns(raw, config, set_aside)
-    yield checks.readable_files(set_aside, len(files))
-
-
-def _recent_row_counts(context: dg.AssetExecutionContext, month: str, lookback: int) -> list[int]:
-    """Row counts of the months before ``month`` from their latest materialization metadata."""
-    prior = sorted(
-        m for m in context.instance.get_dynamic_partitions(sale_month_partitions.name) if m < month
-    )
-    prior = prior[-lookback:]
+def _recent_row_counts(
+    instance: dg.DagsterInstance, month: str, lookback: int, known: list[str]
+) -> list[int]:
+    """Row counts of the months before ``month``, from their latest ``clean_sales`` metadata."""
+    prior = sorted(m for m in known if m < month)[-lookback:]
     if not prior:
         return []
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("clean_sales"), asset_partitions=prior),
-        limit=lookback * 5,
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=CLEAN, asset_partitions=prior), limit=lookback * 5
     ).records
     latest: dict[str, int] = {}
     for record in records:  # newest first
@@ -113,58 +122,338 @@ def _recent_row_counts(context: dg.AssetExecutionContext, month: str, lookback: 
     return list(latest.values())
 
 
-@dg.multi_asset(
-    partitions_def=sale_month_partitions,
-    group_name="ingest",
-    outs={
-        "clean_sales": dg.AssetOut(
-            kinds={"pandas", "parquet"}, description="Typed, validated, deduplicated sales of the month."
+@dataclass
+class _Run:
+    """What one ingest step knows once, for all its months: settings, the landing scan, storage, history."""
+
+    context: dg.AssetExecutionContext
+    config: DataConfig
+    settings: Any
+    landing: LandingZone
+    scan: LandingScan
+    known: list[str]  # every registered sale month (for the row-count and price-level history)
+    cleaned: set[str]  # months with clean sales: the freshness check's "newest cleaned"
+    selected: set[dg.AssetKey]
+    selected_checks: set[dg.AssetCheckKey]
+    config_digest: str
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def instance(self) -> dg.DagsterInstance:
+        return self.context.instance
+
+    @property
+    def log(self):
+        return self.context.log
+
+    # ------------------------------------------------------------------ storage through the IO manager
+    def write(self, key: dg.AssetKey, month: str, frame: pd.DataFrame) -> dict[str, Any]:
+        """Store ``frame`` where the IO manager keeps ``key``'s month; returns the metadata it reported."""
+        io = self.context.resources.io_manager
+        with dg.build_output_context(
+            asset_key=key,
+            partition_key=month,
+            asset_partitions_def=sale_month_partitions,
+            instance=self.instance,
+        ) as out:
+            io.handle_output(out, frame)
+            return dict(out.consume_logged_metadata())
+
+    def read(self, key: dg.AssetKey, month: str) -> pd.DataFrame:
+        io = self.context.resources.io_manager
+        with dg.build_input_context(
+            asset_key=key,
+            partition_key=month,
+            asset_partitions_def=sale_month_partitions,
+            instance=self.instance,
+        ) as ctx:
+            value = io.load_input(ctx)
+        return value[month] if isinstance(value, dict) else value
+
+    # ------------------------------------------------------------------ events
+    def latest(self, key: dg.AssetKey, month: str) -> dg.EventLogRecord | None:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[month]), limit=1
+        ).records
+        return records[0] if records else None
+
+    def materialize(
+        self,
+        key: dg.AssetKey,
+        month: str,
+        frame: pd.DataFrame,
+        metadata: dict[str, Any],
+        version: str | None = None,
+        inputs: dict[dg.AssetKey, dg.EventLogRecord | None] | None = None,
+    ) -> Iterator[dg.AssetMaterialization]:
+        """Write the month and emit its materialization with the provenance tags Dagster itself records.
+
+        ``version``: a user-provided data version (a content hash); without one the data version is the
+        logical one of the code version and the inputs' data versions, as Dagster computes it.
+        """
+        stored = self.write(key, month, frame)
+        spec = next(s for s in SPECS if s.key == key)
+        code_version = spec.code_version or self.context.run_id
+        tags = {CODE_VERSION_TAG: code_version}
+        input_versions: dict[dg.AssetKey, dg.DataVersion] = {}
+        for input_key, record in (inputs or {}).items():
+            mat = record.asset_materialization if record else None
+            value = (mat.tags or {}).get(DATA_VERSION_TAG) if mat else None
+            input_versions[input_key] = dg.DataVersion(value or "INITIAL")
+            tags[get_input_data_version_tag(input_key)] = input_versions[input_key].value
+            tags[get_input_event_pointer_tag(input_key)] = str(record.storage_id) if record else "NULL"
+        if version is None:
+            tags[DATA_VERSION_TAG] = compute_logical_data_version(code_version, input_versions).value
+        else:
+            tags[DATA_VERSION_TAG] = version
+            tags[DATA_VERSION_IS_USER_PROVIDED_TAG] = "true"
+        yield dg.AssetMaterialization(
+            asset_key=key, partition=month, metadata={**metadata, **stored}, tags=tags
+        )
+
+    def evaluate(
+        self, key: dg.AssetKey, month: str, results: list[dg.AssetCheckResult]
+    ) -> Iterator[dg.AssetCheckEvaluation]:
+        """The month's check results as evaluations of that partition, pointing at its materialization."""
+        record = self.latest(key, month)
+        target = (
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+            )
+            if record and record.run_id == self.context.run_id
+            else None
+        )
+        for result in results:
+            check_key = dg.AssetCheckKey(key, str(result.check_name))
+            if check_key not in self.selected_checks:
+                continue
+            yield dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check_key.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                target_materialization_data=target,
+                severity=result.severity,
+                description=result.description,
+                blocking=check_key in _BLOCKING,
+                partition=month,
+            )
+
+
+def _held_back(evaluations: list[dg.AssetCheckEvaluation]) -> bool:
+    return any(e.blocking and not e.passed and e.severity == dg.AssetCheckSeverity.ERROR for e in evaluations)
+
+
+def _raw_stage(run: _Run, month: str) -> Iterator[Any]:
+    """Landed files of ``month`` -> raw rows. Returns (raw frame, its record, held back?)."""
+    config = run.config
+    files = [f for f in run.scan.files if f.month == month]
+    if not files:
+        raise dg.Failure(
+            f"raw_sales: no sales files for {month} in the landing zone {run.landing.describe()}"
+        )
+    frames, described, set_aside = [], [], []
+    for f in files:
+        data = run.landing.read_bytes(f.key)
+        digest = file_sha256(data)
+        try:
+            parsed = read_with_config(f.key, data, config)
+            frame = parsed.frame
+            if f.split:  # no month in the path: this month's rows, by their sale date
+                frame = frame[row_months(frame, f.key, config) == month]
+            check_source_columns(frame.columns, config)
+        except (UnreadableFile, SchemaError) as exc:
+            run.log.error(f"{month}: file {f.key!r} set aside: {exc}")
+            set_aside.append({"key": f.key, "sha256": digest, "reason": str(exc)})
+            continue
+        frames.append((f.key, digest, frame))
+        described.append(
+            {"key": f.key, "sha256": digest, "rows": len(frame), "split_by_date": f.split, **parsed.sniffed}
+        )
+        if parsed.sniffed:
+            run.log.info(f"{month}: {f.key!r} read with sniffed {parsed.sniffed}")
+    raw, repeated, within = combine_landed(frames)
+    run.log.info(
+        f"{month}: {len(raw)} rows from {len(frames)} of {len(files)} file(s), "
+        f"{repeated} repeated row(s) left out ({within} inside one file), {len(set_aside)} file(s) set aside"
+    )
+    metadata = {
+        "rows": len(raw),
+        "files": dg.MetadataValue.json(described),
+        "quarantined_files": len(set_aside),
+        "quarantined_file_reasons": dg.MetadataValue.json(set_aside),
+        "repeated_rows_left_out": repeated,
+        "repeated_rows_within_a_file": within,
+        "landing_files_in_no_month": len(run.scan.set_aside),
+        "landing_files_in_no_month_reasons": dg.MetadataValue.json(
+            [{"key": a.key, "reason": a.reason} for a in run.scan.set_aside]
         ),
-        "quarantined_sales": dg.AssetOut(
-            kinds={"pandas", "parquet"}, description="Rows that broke a rule, with the rule and a detail."
-        ),
-    },
-    ins={"raw_sales": dg.AssetIn()},
-    check_specs=checks.CLEAN_CHECKS,
-)
-def clean_sales(
-    context: dg.AssetExecutionContext,
-    raw_sales: pd.DataFrame,
-    landing: LandingZone,
-    settings: ProjectConfigResource,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """Apply the data rules: each raw row becomes a clean row or a quarantined row, never nothing."""
-    config = settings.get().data
-    month = context.partition_key
-    result = clean_rows(raw_sales, config, month=month)
+        "landing_zone": run.landing.describe(),
+        # which files and data settings made this month: the ingest report and the landing sensor skip a
+        # month whose files and settings are unchanged since
+        LANDED_DIGEST_KEY: month_digest(run.scan.files, month),
+        DATA_CONFIG_KEY: run.config_digest,
+    }
+    yield from run.materialize(RAW, month, raw, metadata, version=content_version(raw))
+    results = [checks.required_columns(raw, config, set_aside), checks.readable_files(set_aside, len(files))]
+    return raw, list(run.evaluate(RAW, month, results))
+
+
+def _clean_stage(run: _Run, month: str, raw: pd.DataFrame, raw_record) -> Iterator[Any]:
+    """Raw rows -> clean + quarantined rows and the clean checks. Returns (clean frame, evaluations)."""
+    config = run.config
+    result = clean_rows(raw, config, month=month)
     counts = result.counts_by_rule
-    assert len(result.clean) + len(result.quarantine) == len(raw_sales), "a row was lost in cleaning"
-    context.log.info(f"{month}: {len(result.clean)} clean, {len(result.quarantine)} quarantined {counts}")
+    assert len(result.clean) + len(result.quarantine) == len(raw), "a row was lost in cleaning"
+    run.log.info(f"{month}: {len(result.clean)} clean, {len(result.quarantine)} quarantined {counts}")
     rule_meta = {f"quarantined_{rule}": counts[rule] for rule in RULES}
-    yield dg.Output(
-        result.clean,
-        output_name="clean_sales",
-        metadata={
+    inputs = {RAW: raw_record}
+    if CLEAN in run.selected:
+        clean_meta = {
             "rows": len(result.clean),
-            "raw_rows": len(raw_sales),
+            "raw_rows": len(raw),
             "quarantined_rows": len(result.quarantine),
             **rule_meta,
             "median_price": float(result.clean["sale_price"].median()) if len(result.clean) else 0.0,
-        },
-    )
-    yield dg.Output(
-        result.quarantine,
-        output_name="quarantined_sales",
-        metadata={"rows": len(result.quarantine), **rule_meta},
-    )
+        }
+        yield from run.materialize(
+            CLEAN, month, result.clean, clean_meta, _frame_version(result.clean), inputs
+        )
+        run.cleaned.add(month)
+    if QUARANTINE in run.selected:
+        quarantine_meta = {"rows": len(result.quarantine), **rule_meta}
+        version = _frame_version(result.quarantine)
+        yield from run.materialize(QUARANTINE, month, result.quarantine, quarantine_meta, version, inputs)
+    if CLEAN not in run.selected:
+        return result.clean, []
+    results = [
+        checks.schema(result.clean),
+        checks.quarantine_rate(counts, len(raw), config),
+        checks.value_ranges(result.clean, config, month),
+        checks.unique_sales(result.clean),
+        checks.null_rate_check(result.clean, config, raw.columns),
+        checks.row_count(
+            len(result.clean),
+            _recent_row_counts(run.instance, month, config.row_count_lookback, run.known),
+            config,
+        ),
+        checks.freshness(
+            month, max(run.cleaned | {month}), sorted({f.month for f in run.scan.files}), config
+        ),
+    ]
+    return result.clean, list(run.evaluate(CLEAN, month, results))
 
-    yield checks.schema(result.clean)
-    yield checks.quarantine_rate(counts, len(raw_sales), config)
-    yield checks.value_ranges(result.clean, config, month)
-    yield checks.unique_sales(result.clean)
-    yield checks.null_rate_check(result.clean, config, raw_sales.columns)
-    yield checks.row_count(
-        len(result.clean), _recent_row_counts(context, month, config.row_count_lookback), config
+
+def _features_stage(run: _Run, month: str, clean: pd.DataFrame, clean_record) -> Iterator[Any]:
+    table = feature_table(clean)
+    level = features.price_per_sf(table)
+    metadata = {
+        "rows": len(table),
+        "feature_version": FEATURE_VERSION,
+        "features": dg.MetadataValue.json(list(FEATURE_NAMES)),
+        "n_features": len(FEATURE_NAMES),
+        features.LEVEL_KEY: -1.0 if level is None else level,
+    }
+    yield from run.materialize(FEATURES, month, table, metadata, inputs={CLEAN: clean_record})
+    bound = run.settings.monitoring.price_level
+    recent = features.recent_levels(run.instance, month, bound.lookback_months, run.known)
+    results = [features.finite_features(table), features.price_level(month, level, recent, bound)]
+    return list(run.evaluate(FEATURES, month, results))
+
+
+def _frame_version(frame: pd.DataFrame) -> str:
+    """A data version of a cleaned frame from its content (columns, types, values): the same table, the
+    same version, whichever run made it; a settings change that alters a value changes it."""
+    digest = hashlib.sha256(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _month(run: _Run, month: str) -> Iterator[Any]:
+    """raw -> clean + quarantine -> features for one month, each stage only if its checks let it."""
+    sel = run.selected
+    raw, raw_record, clean, clean_record = None, None, None, None
+    if RAW in sel:
+        raw, evaluations = yield from _raw_stage(run, month)
+        yield from evaluations
+        raw_record = run.latest(RAW, month)
+        if _held_back(evaluations):
+            run.log.warning(f"{month}: held back by a blocking raw_sales check")
+            return
+    if sel & {CLEAN, QUARANTINE}:
+        if raw is None:
+            raw, raw_record = run.read(RAW, month), run.latest(RAW, month)
+        clean, evaluations = yield from _clean_stage(run, month, raw, raw_record)
+        yield from evaluations
+        clean_record = run.latest(CLEAN, month) if CLEAN in sel else None
+        if _held_back(evaluations):
+            run.log.warning(f"{month}: held back by a blocking clean_sales check")
+            return
+    if FEATURES in sel:
+        if clean is None or clean_record is None:
+            clean, clean_record = run.read(CLEAN, month), run.latest(CLEAN, month)
+        yield from (yield from _features_stage(run, month, clean, clean_record))
+
+
+@dg.multi_asset(
+    name="ingest_sales",
+    specs=SPECS,
+    check_specs=ALL_CHECKS,
+    partitions_def=sale_month_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+    # the IO manager is called per month (the step writes each month as it is done)
+    required_resource_keys={"io_manager", "landing", "settings"},
+)
+def ingest_sales(
+    context: dg.AssetExecutionContext,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Every month of the run's partition (range), in order: landed files -> raw -> clean -> features.
+
+    The landing zone is scanned once per run (not once per month). A month that raises (no files for it,
+    an unexpected error) is logged and named at the end; the months after it are still ingested.
+    """
+    landing: LandingZone = context.resources.landing
+    settings: ProjectConfigResource = context.resources.settings
+    project = settings.get()
+    config = project.data
+    scan = landing.scan(config)
+    for aside in scan.set_aside:
+        context.log.warning(f"landing zone: {aside.key!r} is in no month: {aside.reason}")
+    run = _Run(
+        context=context,
+        config=config,
+        settings=project,
+        landing=landing,
+        scan=scan,
+        known=list(context.instance.get_dynamic_partitions(sale_month_partitions.name)),
+        cleaned=set(context.instance.get_materialized_partitions(CLEAN)),
+        selected=set(context.selected_asset_keys),
+        selected_checks=set(context.selected_asset_check_keys),
+        config_digest=data_config_digest(config),
     )
-    cleaned = context.instance.get_materialized_partitions(dg.AssetKey("clean_sales")) | {month}
-    yield checks.freshness(month, max(cleaned), landing.months(config), config)
+    months = sorted(context.partition_keys)
+    if len(months) > 1:
+        context.log.info(f"ingesting {len(months)} month(s) {months[0]}..{months[-1]} in this run")
+    for month in months:
+        try:
+            yield from _month(run, month)
+        except Exception as exc:  # one month's error never stops the months after it
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if isinstance(exc, dg.Failure) and exc.description:
+                text = exc.description.strip().splitlines()[0]
+            context.log.error(f"{month}: {text}")
+            run.errors[month] = text
+    if run.errors:
+        first = next(iter(run.errors.items()))
+        raise dg.Failure(
+            description=first[1]
+            if len(run.errors) == 1
+            else f"{len(run.errors)} month(s) failed: "
+            + "; ".join(f"{m}: {t}" for m, t in run.errors.items()),
+            metadata={MONTH_ERRORS_KEY: dg.MetadataValue.json(run.errors)},
+        )
+
+
+# The asset names people and tests know; all four are computed by ``ingest_sales``.
+raw_sales = clean_sales = quarantined_sales = ingest_sales

@@ -1,7 +1,8 @@
 """Asset checks for landed and cleaned sales, as pure functions of the data (and recent history).
 
 Blocking checks guard the model: when one fails, the rest of its run stops and automation waits.
-Each result carries the figures behind it, so the UI says which rule failed on how many rows.
+Each result carries the figures behind it, so the UI says which rule failed on how many rows. The checks
+are partitioned like their assets: each month's evaluation is recorded for that month, also in a range run.
 """
 
 from __future__ import annotations
@@ -13,53 +14,57 @@ import pandas as pd
 
 from homeprice_assets.config import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DataConfig
 from homeprice_assets.ingest.rules import NUMERIC_COLUMNS, RULES, null_rates, robust_median
+from homeprice_assets.partitions import month_check
 
 RAW_CHECKS = [
-    dg.AssetCheckSpec(
+    month_check(
         "required_columns",
         asset="raw_sales",
         blocking=True,
         description="Every required canonical column is present in the landed files.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "readable_files",
         asset="raw_sales",
         description="Every landed file of the month could be read; set-aside files are listed with reasons.",
     ),
 ]
 CLEAN_CHECKS = [
-    dg.AssetCheckSpec(
+    month_check(
         "schema",
         asset="clean_sales",
         blocking=True,
         description="Canonical columns with their expected dtypes.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "quarantine_rate",
         asset="clean_sales",
         blocking=True,
         description="Share of quarantined rows within data.max_quarantine_rate; counts per rule.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "value_ranges",
         asset="clean_sales",
         blocking=True,
         description="Price and living area positive and in bounds, coordinates and dates plausible.",
     ),
-    dg.AssetCheckSpec(
-        "unique_sales", asset="clean_sales", blocking=True, description="No sale id appears twice."
+    month_check(
+        "unique_sales",
+        asset="clean_sales",
+        blocking=True,
+        description="No sale id appears twice.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "null_rates",
         asset="clean_sales",
         description="Optional columns are null at most data.max_null_rate of the time.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "row_count",
         asset="clean_sales",
         description="Rows at least data.min_row_ratio x the median of recent months.",
     ),
-    dg.AssetCheckSpec(
+    month_check(
         "freshness",
         asset="clean_sales",
         description="The newest landed month is at most data.max_lag_months ahead of this one.",

@@ -1,9 +1,12 @@
 """What the ``homeprice`` command says about ingesting each month: one line, and the reason when it failed.
 
-The reasons come from the run itself (failed blocking checks with their descriptions: the missing column
-names, the rule counts; a failed step's error message without its traceback) and are kept as tags on the
-run, so a month that failed is not re-run until its files (or the ``data`` settings) change, and its
-earlier reason is shown instead.
+The months to ingest run together: one run per contiguous range of sale-month partitions (usually one run
+for all of them), whose step emits each month's materializations and check evaluations with the month as
+their partition. A month's reasons come from its own events (failed blocking checks with their
+descriptions: the missing column names, the rule counts; the error of a month that raised, without its
+traceback). Its ``raw_sales`` materialization records the digest of the files and of the ``data`` settings
+it was made from, so a month that failed is not re-run until those change, and its earlier reason (read
+back from the same events) is shown instead.
 """
 
 from __future__ import annotations
@@ -14,14 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from homeprice_assets.config import DataConfig
+from homeprice_assets.ingest.status import LANDED_DIGEST_KEY
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, SetAside, month_digest
 
 REASON_TAG = "homeprice/ingest_reason"
 # A hash of the ``data`` configuration the run read with: fixing a mapping or an encoding retries the month.
 DATA_CONFIG_TAG = "homeprice/data_config"
 SUMMARY_TAG = "homeprice/ingest_summary"
+# raw_sales metadata: what the month was made from (landed files: LANDED_DIGEST_KEY; data settings).
+DATA_CONFIG_KEY = "data_config"
+# Metadata of the failure of an ingest step: {month: error} for the months that raised.
+MONTH_ERRORS_KEY = "month_errors"
 _MAX_TAG = 2000  # run tags are short strings; reasons are trimmed to this
 
 State = Literal["ran", "unchanged", "failed", "failed_before"]
@@ -90,11 +100,28 @@ def _check_text(evaluation: dg.AssetCheckEvaluation) -> str:
     return f"{name}: failed ({figures})"
 
 
-def _step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
-    """First line of each failed step's error (not the traceback); blocking-check stops are said elsewhere."""
+def _month_errors(failure: Any) -> dict[str, str] | None:
+    """{month: error} recorded by an ingest step that failed for some months (None: not such a failure)."""
+    user = getattr(failure, "user_failure_data", None)
+    entry = (user.metadata or {}).get(MONTH_ERRORS_KEY) if user is not None else None
+    value = getattr(entry, "value", entry)
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
+def _step_errors(events: Iterable[Any], month: str) -> list[str]:
+    """First line of each failed step's error that concerns ``month`` (not the traceback).
+
+    Blocking-check stops are said by the checks themselves; an ingest step that names the months that
+    raised blames only those.
+    """
     out = []
-    for event in result.all_events:
+    for event in events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            per_month = _month_errors(event.step_failure_data)
+            if per_month is not None:
+                if month in per_month:
+                    out.append(f"{event.step_key}: {per_month[month]}")
+                continue
             error = event.step_failure_data.error
             message = (error.message or "").strip().splitlines()
             text = message[0] if message else error.cls_name or "error"
@@ -104,10 +131,14 @@ def _step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
     return out
 
 
-def _summary(result: dg.ExecuteInProcessResult) -> str:
+def _of_month(partition: str | None, month: str) -> bool:
+    """An event of ``month`` (events of runs before range runs carry no partition: the run's month)."""
+    return partition is None or partition == month
+
+
+def _summary(materializations: Iterable[dg.AssetMaterialization]) -> str:
     meta: dict[str, dict[str, Any]] = {}
-    for event in result.get_asset_materialization_events():
-        mat = event.materialization
+    for mat in materializations:
         meta[mat.asset_key.to_user_string()] = {k: _metadata_value(v) for k, v in mat.metadata.items()}
     raw, clean = meta.get("raw_sales", {}), meta.get("clean_sales", {})
     parts = []
@@ -122,25 +153,46 @@ def _summary(result: dg.ExecuteInProcessResult) -> str:
     return ", ".join(parts)
 
 
-def outcome_of(month: str, result: dg.ExecuteInProcessResult) -> MonthOutcome:
-    """The one-line story of an ingest run: failed blocking checks and step errors are its reasons."""
+def _judge(
+    month: str,
+    evaluations: Iterable[dg.AssetCheckEvaluation],
+    materializations: Iterable[dg.AssetMaterialization],
+    step_events: Iterable[Any],
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(summary, reasons, warnings) of ``month`` from its events in one run."""
     reasons, warnings = [], []
-    for evaluation in result.get_asset_check_evaluations():
-        if evaluation.passed:
+    for evaluation in evaluations:
+        if not _of_month(evaluation.partition, month) or evaluation.passed:
             continue
         if evaluation.blocking:
             reasons.append(_check_text(evaluation))
         elif evaluation.severity == dg.AssetCheckSeverity.ERROR:
             warnings.append(_check_text(evaluation))
-    reasons += _step_errors(result)
-    if not result.success and not reasons:
-        reasons.append(f"the run failed (Dagster run {result.run_id})")
+    reasons += _step_errors(step_events, month)
+    summary = _summary(m for m in materializations if _of_month(m.partition, month))
+    return summary, tuple(reasons), tuple(warnings)
+
+
+def outcome_of(month: str, result: dg.ExecuteInProcessResult) -> MonthOutcome:
+    """The one-line story of ``month`` in an ingest run (of it alone or of a range of months).
+
+    Its failed blocking checks and its step errors are its reasons; another month's failure in the same
+    run is not its own.
+    """
+    summary, reasons, warnings = _judge(
+        month,
+        result.get_asset_check_evaluations(),
+        (e.materialization for e in result.get_asset_materialization_events()),
+        result.all_events,
+    )
+    if not result.success and not reasons and not summary:
+        reasons = (f"the run failed (Dagster run {result.run_id})",)
     return MonthOutcome(
         month=month,
-        state="ran" if result.success else "failed",
-        summary=_summary(result),
-        reasons=tuple(reasons),
-        warnings=tuple(warnings),
+        state="failed" if reasons else "ran",
+        summary=summary,
+        reasons=reasons,
+        warnings=warnings,
         run_id=result.run_id,
     )
 
@@ -152,7 +204,7 @@ def data_config_digest(config: DataConfig) -> str:
 def earlier_run(
     instance: dg.DagsterInstance, month: str, digest: str, config_digest: str
 ) -> dg.DagsterRun | None:
-    """The newest finished ingest run of exactly these files and data settings (success or failure)."""
+    """The newest finished one-month ingest run of exactly these files and data settings (tagged)."""
     runs = instance.get_runs(
         filters=dg.RunsFilter(
             job_name="ingest_job",
@@ -177,6 +229,83 @@ def _earlier_outcome(month: str, run: dg.DagsterRun) -> MonthOutcome:
     )
 
 
+class RunEvents:
+    """The stored events of finished ingest runs, read once per run (a range run holds many months)."""
+
+    def __init__(self, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self._runs: dict[str, list[Any]] = {}
+
+    def of(self, run_id: str) -> list[Any]:
+        if run_id not in self._runs:
+            types = {
+                DagsterEventType.ASSET_CHECK_EVALUATION,
+                DagsterEventType.ASSET_MATERIALIZATION,
+                DagsterEventType.STEP_FAILURE,
+            }
+            self._runs[run_id] = [
+                e.dagster_event
+                for e in self.instance.all_logs(run_id, of_type=types)
+                if e.dagster_event is not None
+            ]
+        return self._runs[run_id]
+
+
+def earlier_outcome(
+    instance: dg.DagsterInstance, month: str, digest: str, config_digest: str, events: RunEvents | None = None
+) -> MonthOutcome | None:
+    """What happened when exactly these files and data settings of ``month`` were ingested, if they were.
+
+    Read from the month's latest ``raw_sales`` materialization (which names its files' and settings'
+    digests) and that run's events for the month; runs from before range runs are found by their tags.
+    """
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_sales"), asset_partitions=[month]), limit=1
+    ).records
+    mat = records[0].asset_materialization if records else None
+    meta = {k: _metadata_value(v) for k, v in (mat.metadata if mat else {}).items()}
+    if mat is None or meta.get(LANDED_DIGEST_KEY) != digest or meta.get(DATA_CONFIG_KEY) != config_digest:
+        run = earlier_run(instance, month, digest, config_digest)
+        return _earlier_outcome(month, run) if run is not None else None
+    run_id = records[0].run_id
+    stored = (events or RunEvents(instance)).of(run_id)
+    evaluations = [
+        e.event_specific_data for e in stored if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    materializations = [
+        e.event_specific_data.materialization
+        for e in stored
+        if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    summary, reasons, _ = _judge(month, evaluations, materializations, stored)
+    state: State = "failed_before" if reasons else "unchanged"
+    return MonthOutcome(month, state, summary=summary, reasons=reasons, run_id=run_id)
+
+
+def partition_blocks(instance: dg.DagsterInstance, months: Sequence[str]) -> list[list[str]]:
+    """``months`` as runs of adjacent sale-month partitions: a Dagster run covers one range of partitions.
+
+    Dynamic partitions are ordered as they were added, so a month landed late (history back-filled after
+    newer months) starts a range of its own.
+    """
+    position = {m: i for i, m in enumerate(instance.get_dynamic_partitions("sale_month"))}
+    unknown = [m for m in months if m not in position]
+    if unknown:
+        raise ValueError(f"months {unknown}: not registered as sale-month partitions")
+    blocks: list[list[str]] = []
+    for month in sorted(months, key=position.__getitem__):
+        if blocks and position[month] == position[blocks[-1][-1]] + 1:
+            blocks[-1].append(month)
+        else:
+            blocks.append([month])
+    return sorted(blocks, key=min)
+
+
+def range_tags(months: Sequence[str]) -> dict[str, str]:
+    """Tags that make one run cover ``months`` (adjacent partitions, in partition order)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: months[0], ASSET_PARTITION_RANGE_END_TAG: months[-1]}
+
+
 def ingest_months(
     job: dg.JobDefinition,
     instance: dg.DagsterInstance,
@@ -184,37 +313,45 @@ def ingest_months(
     months: Sequence[str] | None,
     run_config: dict[str, Any],
     config: DataConfig,
-    progress: Callable[[Iterable[str]], Iterable[str]] = lambda it: it,
+    progress: Callable[[Iterable[list[str]]], Iterable[list[str]]] = lambda it: it,
     register: Callable[[dg.DagsterInstance, list[str]], Any] | None = None,
 ) -> IngestReport:
-    """Run ``job`` for each landed month whose files changed since its last finished run.
+    """Run ``job`` once over the landed months whose files (or ``data`` settings) changed since they ran.
 
-    A month whose last run of the same files (and ``data`` settings) succeeded is "unchanged"; one whose
-    last such run failed is not retried ("failed_before") and reports the reason that run recorded.
+    A month whose last ingest of the same files and settings passed is "unchanged"; one whose last such
+    ingest failed is not retried ("failed_before") and reports the reason recorded then. The others run
+    together, one run per range of adjacent partitions (``progress`` sees those ranges).
     """
     scan = landing.scan(config)
     config_digest = data_config_digest(config)
-    todo = list(months) if months is not None else sorted({f.month for f in scan.files})
+    todo = sorted(months) if months is not None else sorted({f.month for f in scan.files})
     if register is not None:
         register(instance, todo)
     report = IngestReport(in_no_month=list(scan.set_aside))
-    for month in progress(todo):
-        digest = month_digest(scan.files, month)
-        earlier = earlier_run(instance, month, digest, config_digest)
+    outcomes: dict[str, MonthOutcome] = {}
+    events = RunEvents(instance)
+    digests = {month: month_digest(scan.files, month) for month in todo}
+    to_run = []
+    for month in todo:
+        earlier = earlier_outcome(instance, month, digests[month], config_digest, events)
         if earlier is not None:
-            report.months[month] = _earlier_outcome(month, earlier)
-            continue
+            outcomes[month] = earlier
+        else:
+            to_run.append(month)
+    for block in progress(partition_blocks(instance, to_run) if to_run else []):
+        tags = {DATA_CONFIG_TAG: config_digest}
+        if len(block) == 1:  # the landing sensor's runs are one month each and carry the same tag
+            tags[LANDED_DIGEST_TAG] = digests[block[0]]
+        else:
+            tags.update(range_tags(block))
         result = job.execute_in_process(
             instance=instance,
-            partition_key=month,
+            partition_key=block[0] if len(block) == 1 else None,
             raise_on_error=False,
             run_config=run_config,
-            tags={LANDED_DIGEST_TAG: digest, DATA_CONFIG_TAG: config_digest},
+            tags=tags,
         )
-        outcome = outcome_of(month, result)
-        tags = {SUMMARY_TAG: outcome.summary[:_MAX_TAG]}
-        if outcome.reasons:
-            tags[REASON_TAG] = "\n".join(outcome.reasons)[:_MAX_TAG]
-        instance.add_run_tags(result.run_id, tags)
-        report.months[month] = outcome
+        for month in block:
+            outcomes[month] = outcome_of(month, result)
+    report.months = {m: outcomes[m] for m in todo}
     return report

@@ -3,10 +3,11 @@
 This describes the ingest graph's output (raw -> clean -> features of a month), so it lives beside it; the
 training assets, the drift report and the sensors all ask it the same question.
 
-The ingest checks are not partitioned, so their execution records carry no month. A month's verdict is
-therefore read from the runs that produced its latest materializations: a month is ready only when every
-blocking check of every asset the model consumes passed in the run that materialized that month's data,
-or failed but was accepted by a person (``homeprice accept-month``) for exactly that run.
+A month's verdict is read from the runs that produced its latest materializations: a month is ready only
+when every blocking check of every asset the model consumes passed for that month in the run that
+materialized that month's data, or failed but was accepted by a person (``homeprice accept-month``) for
+exactly that run. A run may cover many months (a range run); its check evaluations carry their month as
+their partition (those of one-month runs from before range runs carry none: they are the run's month).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from dagster._core.events import DagsterEventType
 
 # Tag on ingest runs: the digest of the landed files they ingested (set by the landing sensor and the CLI).
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG
+
+# raw_sales metadata naming the digest of the landed files it was made from (see ingest/report.py).
+LANDED_DIGEST_KEY = "landed_digest"
 
 # The data the model consumes, upstream first; their blocking checks gate drift and retraining.
 CONSUMED_ASSETS: tuple[str, ...] = ("raw_sales", "clean_sales", "sale_features")
@@ -68,12 +72,16 @@ class CheckOutcome:
     metadata: Mapping[str, object]
 
 
-def check_outcomes(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetCheckKey, CheckOutcome]:
-    """Every asset check evaluated in one run, by key (the last evaluation wins)."""
+def check_outcomes(
+    instance: dg.DagsterInstance, run_id: str, month: str | None = None
+) -> dict[dg.AssetCheckKey, CheckOutcome]:
+    """Every asset check evaluated in one run (for ``month``, when given), by key (the last one wins)."""
     out: dict[dg.AssetCheckKey, CheckOutcome] = {}
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
         if evaluation is None:
+            continue
+        if month is not None and evaluation.partition not in (None, month):
             continue
         out[evaluation.asset_check_key] = CheckOutcome(
             key=evaluation.asset_check_key,
@@ -98,12 +106,20 @@ class MonthStatus:
     accepted: tuple[str, ...] = ()  # "asset.check" names that failed but a person accepted
 
 
-def latest_run_id(instance: dg.DagsterInstance, asset: dg.AssetKey | str, month: str) -> str | None:
-    """The run of ``asset``'s latest materialization for ``month``."""
+def latest_record(
+    instance: dg.DagsterInstance, asset: dg.AssetKey | str, month: str
+) -> dg.EventLogRecord | None:
+    """``asset``'s latest materialization for ``month``."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey.from_coercible(asset), asset_partitions=[month]), limit=1
     ).records
-    return records[0].run_id if records else None
+    return records[0] if records else None
+
+
+def latest_run_id(instance: dg.DagsterInstance, asset: dg.AssetKey | str, month: str) -> str | None:
+    """The run of ``asset``'s latest materialization for ``month``."""
+    record = latest_record(instance, asset, month)
+    return record.run_id if record else None
 
 
 def accepted_checks(instance: dg.DagsterInstance, month: str, run_id: str) -> set[str]:
@@ -134,7 +150,7 @@ def month_status(
         if run_id is None:
             waiting.append(asset)
             continue
-        outcomes = check_outcomes(instance, run_id) if keys else {}
+        outcomes = check_outcomes(instance, run_id, month) if keys else {}
         overruled: set[str] | None = None
         for key in keys:
             outcome = outcomes.get(key)
@@ -163,7 +179,7 @@ def accept_month(instance: dg.DagsterInstance, month: str, note: str = "") -> li
     run_id = latest_run_id(instance, SALE_FEATURES, month)
     if run_id is None:
         raise ValueError(f"month {month}: no sale_features materialized for it (land and ingest it first)")
-    outcomes = check_outcomes(instance, run_id)
+    outcomes = check_outcomes(instance, run_id, month)
     failing = sorted(
         o.key.name
         for o in outcomes.values()
@@ -197,12 +213,26 @@ def accept_month(instance: dg.DagsterInstance, month: str, note: str = "") -> li
 def already_ingested(
     instance: dg.DagsterInstance, month: str, digest: str, include_failed: bool = False
 ) -> bool:
-    """An ingest run of exactly these landed files succeeded (or, with ``include_failed``, finished at all).
+    """These landed files of ``month`` were ingested (with ``include_failed``: even if a check held it back).
 
-    Whoever launched it: the landing sensor, ``homeprice ingest`` or ``homeprice run`` all tag the digest.
-    A run failed by a blocking check has said what it had to say (alert, month held back); running the same
-    files again would only repeat it, so the landing sensor counts it too.
+    Whoever ran it, alone or in a range: the month's latest ``raw_sales`` materialization names the digest
+    of the files it was made from, and is accepted when the month was not held back (or ``include_failed``).
+    One-month runs (the landing sensor's, ``homeprice ingest`` of one month) also carry the digest as a tag,
+    which finds a run that failed before ``raw_sales`` was stored. A run failed by a blocking check has said
+    what it had to say (alert, month held back); running the same files again would only repeat it, so the
+    landing sensor counts it too.
     """
+    record = latest_record(instance, "raw_sales", month)
+    mat = record.asset_materialization if record else None
+    entry = (mat.metadata if mat else {}).get(LANDED_DIGEST_KEY)
+    if record is not None and getattr(entry, "value", entry) == digest:
+        if include_failed:
+            return True
+        outcomes = check_outcomes(instance, record.run_id, month)
+        if not any(
+            o.key.asset_key.to_user_string() in CONSUMED_ASSETS and not o.passed for o in outcomes.values()
+        ):
+            return latest_run_id(instance, SALE_FEATURES, month) == record.run_id
     statuses = [dg.DagsterRunStatus.SUCCESS]
     if include_failed:
         statuses.append(dg.DagsterRunStatus.FAILURE)

@@ -14,9 +14,7 @@ import pandas as pd
 import pytest
 
 from homeprice_assets.config import load_config
-from homeprice_assets.ingest.assets import clean_sales, raw_sales
 from homeprice_assets.ingest.landing import land_history
-from homeprice_assets.partitions import register_months
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone, month_digest
 from homeprice_assets_tests.helpers import check_results, ingest_month
@@ -70,17 +68,8 @@ def _ingest_raw_and_clean(
     month: str, instance, landing, storage, settings: ProjectConfigResource | None = None
 ) -> dg.ExecuteInProcessResult:
     """raw -> clean only (the model-side features are helper A's): what ingest guarantees."""
-    register_months(instance, [month])
-    return dg.materialize(
-        [raw_sales, clean_sales],
-        partition_key=month,
-        instance=instance,
-        resources={
-            "landing": landing,
-            "io_manager": storage,
-            "settings": settings or ProjectConfigResource(),
-        },
-        raise_on_error=False,
+    return ingest_month(
+        month, instance, landing, storage, settings, ["raw_sales", "clean_sales", "quarantined_sales"]
     )
 
 

@@ -7,13 +7,12 @@ from homeprice_assets.config import load_config
 from homeprice_assets.ingest.landing import land_history
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.training.assets import model_datasets
-from homeprice_assets_tests.helpers import INGEST_ASSETS, ingest_month
+from homeprice_assets_tests.helpers import INGEST_ASSETS, ingest_month, ingest_range
 
 
 def test_months_blocked_by_their_checks_are_left_out(instance, landing, storage, bundled_sales) -> None:
     months = land_history(landing, load_config().data, since="2013-01", until="2013-06")
-    for month in months:
-        assert ingest_month(month, instance, landing, storage).success
+    assert ingest_range(months, instance, landing, storage).success
     # 2013-02 is re-landed with a broken export: its clean data is now blocked, its old features are stale
     rows = bundled_sales[bundled_sales["sale_date"].str.startswith("2013-02")].reset_index(drop=True)
     rows.loc[: len(rows) // 2, "sale_price"] = "0"

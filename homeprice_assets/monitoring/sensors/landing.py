@@ -8,12 +8,7 @@ import dagster as dg
 
 from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.ingest.status import already_ingested
-from homeprice_assets.monitoring.sensors.common import (
-    IN_PROCESS_RUN_CONFIG,
-    MONTH_TAG,
-    TRIGGER_TAG,
-    load_cursor,
-)
+from homeprice_assets.monitoring.sensors.common import MONTH_TAG, TRIGGER_TAG, load_cursor
 from homeprice_assets.partitions import sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, month_digest
@@ -22,8 +17,10 @@ from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, m
 def build_landing_sensor(
     interval_seconds: int = 60, name: str = "landing_sensor", in_process: bool = True
 ) -> dg.SensorDefinition:
-    """``in_process``: the ingest runs execute their steps in the run's own process."""
-    run_config = IN_PROCESS_RUN_CONFIG if in_process else {}
+    """One run per month with new or changed files (run key: the month and its files' digest).
+
+    ``in_process`` is kept for callers; ingest runs are always in-process (``ingest_job``'s executor).
+    """
 
     @dg.sensor(
         name=name,
@@ -68,7 +65,6 @@ def build_landing_sensor(
                     run_key=f"ingest:{month}:{digest}",
                     partition_key=month,
                     tags={TRIGGER_TAG: "landing", MONTH_TAG: month, LANDED_DIGEST_TAG: digest},
-                    run_config=run_config,
                 )
             )
         if requests:
