@@ -273,6 +273,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from homeprice_assets.replay.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="homeprice", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_rollback = sub.add_parser("rollback", help="move champion back to previous (or to --to VERSION)")
     p_rollback.add_argument("--to", default=None, help="version to make champion (default: previous)")
     p_rollback.set_defaults(func=cmd_rollback)
+
+    p_replay = sub.add_parser("replay", help="replay retraining policies month by month and compare them")
+    from homeprice_assets.replay.cli import add_arguments as replay_arguments
+
+    replay_arguments(p_replay)
+    p_replay.set_defaults(func=cmd_replay)
 
     p_check = sub.add_parser(
         "check", help="validate the profile and reach every store (PostgreSQL, S3, MLflow)"

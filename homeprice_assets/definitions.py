@@ -17,6 +17,7 @@ from homeprice_assets.ingest import assets as ingest_assets
 from homeprice_assets.ingest.jobs import ingest_job
 from homeprice_assets.monitoring import definitions as monitoring
 from homeprice_assets.profiles import apply_profile
+from homeprice_assets.replay import assets as replay
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import landing_zone_from_url
 from homeprice_assets.resources.registry import ModelRegistry
@@ -47,4 +48,6 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
 # or local store by name, as the CLI does; locally this changes nothing.
 apply_profile()
 _config = ProjectConfigResource.from_env()
-defs = dg.Definitions.merge(_core(_config), monitoring.build_defs(_config), serving.defs, rollout.defs)
+defs = dg.Definitions.merge(
+    _core(_config), monitoring.build_defs(_config), serving.defs, rollout.defs, replay.defs
+)

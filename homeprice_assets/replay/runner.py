@@ -435,7 +435,12 @@ def _base_key(spec: ReplaySpec) -> dict[str, Any]:
     return {"start": spec.start, "history_start": spec.history_start, "overrides": spec.overrides}
 
 
-def replay_policy(spec: ReplaySpec, name: str, sales: pd.DataFrame | None = None) -> Path:
+def replay_policy(
+    spec: ReplaySpec,
+    name: str,
+    sales: pd.DataFrame | None = None,
+    on_month: Callable[[str], None] | None = None,
+) -> Path:
     """Replay every month of ``spec`` for policy ``name`` (resuming after the last month it finished)."""
     policy = resolve([name])[0]
     paths = policy_paths(spec, name)
@@ -461,6 +466,8 @@ def replay_policy(spec: ReplaySpec, name: str, sales: pd.DataFrame | None = None
                 record = replay_month(machinery, service, cache, sales, month, embargo)
                 with paths.progress.open("a") as out:
                     out.write(json.dumps(record, default=str) + "\n")
+                if on_month:
+                    on_month(month)
         finally:
             service._shutdown()
             machinery.instance.dispose()
@@ -553,10 +560,9 @@ def run_replay(spec: ReplaySpec, progress: Callable[[int, int], None] | None = N
         sales = clean_bundled_sales()
         for name in spec.policies:
             t = time.perf_counter()
-            replay_policy(spec, name, sales)
+            tell = (lambda _m: progress(_months_done(spec), total)) if progress else None
+            replay_policy(spec, name, sales, tell)
             timing[f"{name}_seconds"] = round(time.perf_counter() - t, 3)
-            if progress:
-                progress(_months_done(spec), total)
     else:
         _replay_in_processes(spec, progress, total, timing)
     (home / "timing.json").write_text(json.dumps(timing, indent=1))
