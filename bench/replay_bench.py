@@ -40,18 +40,24 @@ def main() -> int:
     spec = ReplaySpec(start=args.start, end=args.end, home=str(home), policies=tuple(chosen), jobs=args.jobs)
     started = time.perf_counter()
 
+    last = [-1]
+
     def progress(done: int, total: int) -> None:
-        print(f"[{time.perf_counter() - started:7.0f}s] {done}/{total} policy-months", flush=True)
+        if done != last[0]:
+            last[0] = done
+            print(f"[{time.perf_counter() - started:7.0f}s] {done}/{total} policy-months", flush=True)
 
     run_replay(spec, progress=progress)
     timing = json.loads((home / "timing.json").read_text())
     print(f"replay: {time.perf_counter() - started:.0f} s; timing {timing}")
     if args.no_report:
         return 0
-    from homeprice_assets.replay.report import build_report, summary_markdown
+    from homeprice_assets.replay.report import build_report, summary_markdown, time_markdown
 
     report = build_report(spec)
     print(summary_markdown(report.summary))
+    print()
+    print(time_markdown(report.summary))
     print(f"report: {report.html_path}")
     return 0
 

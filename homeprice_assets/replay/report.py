@@ -140,6 +140,25 @@ def summary_markdown(doc: dict[str, Any]) -> str:
     return "\n".join([head, rule, *body])
 
 
+def time_markdown(doc: dict[str, Any]) -> str:
+    """Where the wall time went, per policy: parts of a month summed over months, and the ratio of each
+    policy's total to the never-retrain policy's in the same run (the cost of its automation)."""
+    spent = {k: v for k, v in doc["time"].items() if not k.startswith("_")}
+    parts = sorted(
+        {p for v in spent.values() for p in v}, key=lambda p: -sum(v.get(p, 0) for v in spent.values())
+    )
+    base = sum(spent.get("never", {}).values()) or None
+    head = "| policy | " + " | ".join(parts) + " | total (s) | x never |"
+    rule = "| --- " * (len(parts) + 3) + "|"
+    rows = []
+    for name, values in spent.items():
+        total = sum(values.values())
+        ratio = f"{total / base:.1f}" if base else "n/a"
+        cells = " | ".join(f"{values.get(p, 0.0):.0f}" for p in parts)
+        rows.append(f"| {name} | {cells} | {total:.0f} | {ratio} |")
+    return "\n".join([head, rule, *rows])
+
+
 def _plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -261,7 +280,8 @@ def render_html(doc: dict[str, Any], plots: dict[str, Path]) -> str:
     for name, p in doc["policies"].items():
         parts.append(f"<details><summary>{e(name)}</summary>{_table(pd.DataFrame(p['monthly']))}</details>")
     parts.append("<h2>Where the time went (wall seconds, summed over months)</h2>")
-    parts.append(f"<pre>{e(json.dumps(doc['time'], indent=1))}</pre>")
+    parts.append(f"<pre>{e(time_markdown(doc))}</pre>")
+    parts.append(f"<pre>{e(json.dumps(doc['time'].get('_processes', {}), indent=1))}</pre>")
     style = (
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
         "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:3px 8px;"
@@ -285,7 +305,7 @@ def build_report(
     json_path.write_text(json.dumps(doc, indent=1, default=str))
     html_path = out / "replay_report.html"
     html_path.write_text(render_html(doc, plots))
-    (out / "summary.md").write_text(summary_markdown(doc) + "\n")
+    (out / "summary.md").write_text(summary_markdown(doc) + "\n\n" + time_markdown(doc) + "\n")
     run_id = link = None
     if log_to_mlflow:
         from homeprice_assets.resources.registry import Registry
