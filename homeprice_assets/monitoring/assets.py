@@ -6,7 +6,7 @@ retrain sensor) or is the newest ready month.
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +14,66 @@ import dagster as dg
 import pandas as pd
 
 from homeprice_assets.config import homeprice_home
-from homeprice_assets.features.engineering import INPUT_FIELDS
+from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.checks import DRIFT_CHECK, drift_within_threshold
-from homeprice_assets.monitoring.drift import PREDICTION, DriftSummary, compute_drift
+from homeprice_assets.monitoring.drift import (
+    PREDICTION,
+    TARGET,
+    DriftSummary,
+    compute_drift,
+    sample_reference,
+)
 from homeprice_assets.monitoring.sensors.common import MONTH_TAG
 from homeprice_assets.monitoring.settings import DriftSettings
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import ModelRegistry, Registry
+from homeprice_assets.resources.storage import COLUMNS, LAZY_PARTITIONS
 
 log = logging.getLogger(__name__)
 
 
-def choose_months(ready: list[str], current: str | None, reference_months: int) -> tuple[str, list[str]]:
-    """(current month, reference months): the reference is the window just before the current month."""
-    if not ready:
-        raise dg.Failure("drift_report: no sale month has passed its blocking checks yet")
-    current = current or max(ready)
-    if current not in ready:
-        raise dg.Failure(f"drift_report: month {current} is not ready (missing, or blocking checks failed)")
-    earlier = sorted(m for m in ready if m < current)
-    reference = earlier[-reference_months:] if reference_months else earlier
+# What drift reads of each month: the features it measures, the target, and the champion's inputs.
+DRIFT_COLUMNS = list(dict.fromkeys([*FEATURES, TARGET, *INPUT_FIELDS]))
+
+
+def _read(month: Callable[[], pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
+    """A month's frame, from its lazy loader (or as given, from an IO manager that reads eagerly)."""
+    return month() if callable(month) else month
+
+
+def choose_months(
+    months: Iterable[str], is_ready: Callable[[str], bool], current: str | None, reference_months: int
+) -> tuple[str, list[str], list[str]]:
+    """(current month, reference months, held-back months seen): the reference is the window of ready
+    months just before the current one (the newest ready month unless named).
+
+    Months are judged newest first and only until the window is full: a month's readiness costs reads of
+    the event log, so the cost follows the window, not the whole history. Held back: months judged not ready.
+    """
+    ordered = sorted(months, reverse=True)
+    held_back: list[str] = []
+    if current is not None:
+        if current not in ordered or not is_ready(current):
+            raise dg.Failure(
+                f"drift_report: month {current} is not ready (missing, or blocking checks failed)"
+            )
+    else:
+        for month in ordered:
+            if is_ready(month):
+                current = month
+                break
+            held_back.append(month)
+        if current is None:
+            raise dg.Failure("drift_report: no sale month has passed its blocking checks yet")
+    reference: list[str] = []
+    for month in (m for m in ordered if m < current):
+        if reference_months and len(reference) >= reference_months:
+            break
+        (reference if is_ready(month) else held_back).append(month)
     if not reference:
         raise dg.Failure(f"drift_report: no ready month before {current} to compare it with")
-    return current, reference
+    return current, sorted(reference), sorted(held_back)
 
 
 def _champion_predictions(
@@ -119,12 +155,17 @@ def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinitio
     group_name="monitoring",
     kinds={"evidently", "mlflow"},
     check_specs=[DRIFT_CHECK],
-    # A registered month whose ingest failed has no data yet: leave it out rather than fail.
-    ins={"sale_features": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    # A registered month whose ingest failed has no data yet: leave it out rather than fail. Months are
+    # read lazily (only the current month and its reference window), and only the columns drift measures.
+    ins={
+        "sale_features": dg.AssetIn(
+            metadata={"allow_missing_partitions": True, LAZY_PARTITIONS: True, COLUMNS: DRIFT_COLUMNS}
+        )
+    },
 )
 def drift_report(
     context: dg.AssetExecutionContext,
-    sale_features: dict[str, pd.DataFrame],
+    sale_features: dict[str, Any],  # month -> loader (lazy partitions)
     settings: ProjectConfigResource,
     registry: ModelRegistry,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -133,19 +174,30 @@ def drift_report(
     drift = config.monitoring.drift
     reg = registry.get()
     checks = blocking_check_keys(_repository_def(context))
-    ready = [m for m in sale_features if month_status(context.instance, m, checks).state == "ready"]
-    held_back = sorted(set(sale_features) - set(ready))
-    current, reference = choose_months(ready, context.run.tags.get(MONTH_TAG), drift.reference_months)
-    frames = {
-        "reference": pd.concat([sale_features[m] for m in reference], ignore_index=True),
-        "current": sale_features[current],
-    }
+    current, reference, held_back = choose_months(
+        sale_features,
+        lambda m: month_status(context.instance, m, checks).state == "ready",
+        context.run.tags.get(MONTH_TAG),
+        drift.reference_months,
+    )
+    whole = pd.concat([_read(sale_features[m]) for m in reference], ignore_index=True)
+    # Sampled before the champion scores it: at millions of reference sales, scoring all of them cost more
+    # than the report. The sample size is in the metadata (reference_rows_used of reference_rows).
+    frames = {"reference": sample_reference(whole, drift), "current": _read(sale_features[current])}
+    reference_rows = len(whole)
+    del whole
     frames = _champion_predictions(reg, drift, frames, context.log)
     window = f"{reference[0]}..{reference[-1]} ({len(reference)} months)"
 
     out_dir = homeprice_home() / "reports" / "drift" / current
     summary = compute_drift(
-        frames["reference"], frames["current"], drift, out_dir, current_label=current, reference_label=window
+        frames["reference"],
+        frames["current"],
+        drift,
+        out_dir,
+        current_label=current,
+        reference_label=window,
+        reference_rows=reference_rows,
     )
     context.log.info(
         f"drift {current} vs {reference[0]}..{reference[-1]}: share {summary.drift_share:.2f}, "

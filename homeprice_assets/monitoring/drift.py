@@ -145,6 +145,14 @@ def _frame(data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
+def sample_reference(reference: pd.DataFrame, settings: DriftSettings) -> pd.DataFrame:
+    """The reference rows the report measures: all of them up to ``max_reference_rows``, else a sample
+    with a fixed seed. Taken before the champion scores the reference, so scoring costs the sample only."""
+    if len(reference) > settings.max_reference_rows:
+        return reference.sample(settings.max_reference_rows, random_state=SAMPLE_SEED)
+    return reference
+
+
 def compute_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -152,11 +160,14 @@ def compute_drift(
     out_dir: str | Path | None = None,
     current_label: str = "current",
     reference_label: str = "reference",
+    reference_rows: int | None = None,
 ) -> DriftSummary:
     """Compare ``current`` with ``reference`` feature tables (``sale_features`` rows).
 
     Target drift is measured when both frames carry ``sale_price``, prediction drift when both carry
     ``prediction``. With ``out_dir`` the Evidently HTML report and a JSON summary are written there.
+    ``reference_rows``: the size of the whole reference when ``reference`` is already its sample
+    (``sample_reference``), for the record.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
@@ -177,9 +188,7 @@ def compute_drift(
             kinds[extra] = kind
     columns = list(kinds)
 
-    reference_used = reference
-    if len(reference) > settings.max_reference_rows:
-        reference_used = reference.sample(settings.max_reference_rows, random_state=SAMPLE_SEED)
+    reference_used = sample_reference(reference, settings)
     categorical = [c for c in columns if c in CATEGORICAL_FEATURES]
     definition = DataDefinition(
         numerical_columns=[c for c in columns if c not in categorical], categorical_columns=categorical
@@ -223,7 +232,7 @@ def compute_drift(
     methods = sorted({d.method for d in results.values()})
     summary = DriftSummary(
         current_label=current_label,
-        reference_rows=len(reference),
+        reference_rows=max(len(reference), reference_rows or 0),
         reference_rows_used=len(reference_used),
         current_rows=len(current),
         feature_columns=features,

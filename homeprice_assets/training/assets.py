@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -22,12 +23,13 @@ from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import CHALLENGER, CHAMPION, ModelRegistry, Registry
+from homeprice_assets.resources.storage import LAZY_PARTITIONS
 from homeprice_assets.rollout import state as rollout_state
 from homeprice_assets.training import promotion, reports
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model
 from homeprice_assets.training.promotion import decision, evaluate_gates
-from homeprice_assets.training.splits import time_split
+from homeprice_assets.training.splits import time_split, window_table
 from homeprice_assets.training.tracking import (
     FeatureMismatchError,
     check_feature_mismatch,
@@ -77,7 +79,8 @@ LIFECYCLE_TAG = "homeprice/lifecycle"
         "training_set": dg.AssetOut(kinds={"pandas", "parquet"}, description="Months before validation."),
         "validation_set": dg.AssetOut(kinds={"pandas", "parquet"}, description="The most recent months."),
     },
-    ins={"sale_features": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    # Months are read lazily: only the training window's, not every landed month (resources/storage.py).
+    ins={"sale_features": dg.AssetIn(metadata={"allow_missing_partitions": True, LAZY_PARTITIONS: True})},
     check_specs=[
         dg.AssetCheckSpec(
             "no_time_overlap",
@@ -88,24 +91,30 @@ LIFECYCLE_TAG = "homeprice/lifecycle"
     ],
 )
 def model_datasets(
-    context: dg.AssetExecutionContext, sale_features: dict[str, pd.DataFrame], settings: ProjectConfigResource
+    context: dg.AssetExecutionContext,
+    sale_features: dict[str, Any],  # month -> loader (lazy partitions)
+    settings: ProjectConfigResource,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Time split over the configured window of landed months: validation is the newest months."""
     settings = settings.get().training
     checks = blocking_check_keys(None)
-    blocked = {
-        m: status.failed
-        for m in sale_features
-        if (status := month_status(context.instance, m, checks)).state == "blocked"
-    }
-    if blocked:  # stored data whose blocking checks failed in the run that made it: never train on it
+    blocked: dict[str, tuple[str, ...]] = {}
+
+    def usable(month: str) -> bool:
+        """Judged only for the months the window reaches (each costs event-log reads)."""
+        status = month_status(context.instance, month, checks)
+        if status.state == "blocked":
+            blocked[month] = status.failed
+        return status.state != "blocked"
+
+    # stored data whose blocking checks failed in the run that made it: never train on it
+    table = window_table(sale_features, settings.window_months, usable=usable)
+    if blocked:
         context.log.warning(f"left out {len(blocked)} month(s) with failed blocking checks: {blocked}")
-    frames = [f for m, f in sale_features.items() if len(f) and m not in blocked]
-    if not frames:
+    if not len(table):
         raise dg.Failure("no usable sale_features partitions: land and ingest some months first")
-    split = time_split(
-        pd.concat(frames, ignore_index=True), settings.validation_months, settings.window_months
-    )
+    split = time_split(table, settings.validation_months, settings.window_months)
+    del table  # the split holds its own copies
     summary = split.summary()
     context.log.info(f"split: {summary}")
     left_out = ", ".join(sorted(blocked)) or "none"

@@ -7,6 +7,7 @@ the early-stopping slice is the end of what remains. A random split would leak t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -135,3 +136,36 @@ def time_split(
         train_range=_range(train),  # type: ignore[arg-type]
         validation_range=(first_validation, end),
     )
+
+
+def window_table(
+    loaders: Mapping[str, Callable[[], pd.DataFrame] | pd.DataFrame],
+    window_months: int | None = None,
+    usable: Callable[[str], bool] = lambda month: True,
+) -> pd.DataFrame:
+    """The months of ``time_split``'s window, read one at a time, newest first, as one table.
+
+    The same rows ``time_split(all months, window_months=...)`` would keep: the window ends at the newest
+    month that has rows and spans ``window_months`` calendar months back from it. Months before the window
+    are never read, so the cost follows the window, not the whole history. Empty table when none has rows.
+    """
+    frames: list[pd.DataFrame] = []
+    start: str | None = None
+    for month in sorted(loaders, reverse=True):
+        if start is not None and month < start:
+            break
+        if not usable(month):
+            continue
+        item = loaders[month]
+        frame = item() if callable(item) else item
+        if not len(frame):
+            continue
+        if start is None and window_months:
+            start = shift_month(month_of(frame).max(), -(window_months - 1))
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    frames.reverse()  # oldest first, as the stored months are read otherwise
+    table = pd.concat(frames, ignore_index=True)
+    frames.clear()
+    return table

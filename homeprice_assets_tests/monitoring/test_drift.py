@@ -140,3 +140,71 @@ def test_decision_rule_share_and_single_feature() -> None:
     assert decide(one_far, s.model_copy(update={"feature_score_threshold": None})) == (False, 0.25, [])
     with pytest.raises(ValueError, match="no feature scores"):
         decide({}, s)
+
+
+def test_drift_report_reads_its_window_and_records_the_sample(
+    instance, landing, storage, bundled_sales: pd.DataFrame
+) -> None:
+    """The asset reads the current month and its reference window only (lazily), and samples the reference
+    before scoring it: the metadata says how many of how many reference rows were measured."""
+    import dagster as dg
+
+    from homeprice_assets.ingest.landing import land_history
+    from homeprice_assets.monitoring.assets import drift_report
+    from homeprice_assets.resources.config import ProjectConfigResource
+    from homeprice_assets.resources.registry import ModelRegistry
+    from homeprice_assets_tests.helpers import INGEST_ASSETS, ingest_month
+
+    months = land_history(landing, load_config().data, since="2016-01", until="2016-05")
+    rows = {}
+    for month in months:
+        result = ingest_month(month, instance, landing, storage)
+        assert result.success
+        rows[month] = result.asset_materializations_for_node("sale_features")[0].metadata["rows"].value
+    settings = ProjectConfigResource(
+        overrides={"monitoring": {"drift": {"reference_months": 3, "max_reference_rows": 1000}}}
+    )
+    result = dg.materialize(
+        [*INGEST_ASSETS, drift_report],
+        selection=["drift_report"],
+        instance=instance,
+        resources={
+            "landing": landing,
+            "io_manager": storage,
+            "settings": settings,
+            "registry": ModelRegistry(),
+        },
+    )
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("drift_report")[0].metadata.items()}
+    assert meta["month"] == "2016-05"
+    assert meta["reference_months"] == "2016-02..2016-04 (3 months)"  # 2016-01 is outside the window
+    assert meta["reference_rows"] == rows["2016-02"] + rows["2016-03"] + rows["2016-04"] > 1000
+    assert meta["reference_rows_used"] == 1000
+    assert meta["current_rows"] == rows["2016-05"]
+
+
+def test_choose_months_judges_only_the_months_it_needs() -> None:
+    """Readiness is asked newest first and only until the reference window is full."""
+    import dagster as dg
+
+    from homeprice_assets.monitoring.assets import choose_months
+
+    months = [f"2015-{m:02d}" for m in range(1, 13)]
+    asked: list[str] = []
+
+    def ready(month: str) -> bool:
+        asked.append(month)
+        return month not in ("2015-12", "2015-09")
+
+    current, reference, held_back = choose_months(months, ready, None, 3)
+    assert (current, reference, held_back) == (
+        "2015-11",
+        ["2015-07", "2015-08", "2015-10"],
+        ["2015-09", "2015-12"],
+    )
+    assert asked == ["2015-12", "2015-11", "2015-10", "2015-09", "2015-08", "2015-07"]
+    assert choose_months(months, ready, "2015-03", 0)[1] == ["2015-01", "2015-02"]
+    with pytest.raises(dg.Failure, match="2015-12 is not ready"):
+        choose_months(months, ready, "2015-12", 3)
+    with pytest.raises(dg.Failure, match="no sale month has passed"):
+        choose_months(months, lambda m: False, None, 3)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from homeprice_assets.training.splits import time_split, training_split
+from homeprice_assets.training.splits import shift_month, time_split, training_split, window_table
 
 
 def test_time_split_has_no_leakage(features: pd.DataFrame) -> None:
@@ -34,3 +34,27 @@ def test_training_split_is_time_ordered(features: pd.DataFrame) -> None:
 def test_empty_split_fails_clearly(features: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="empty split"):
         time_split(features, validation_months=3, window_months=3)
+
+
+def test_window_table_reads_only_the_window_and_gives_the_same_split(features: pd.DataFrame) -> None:
+    """The lazily read window gives exactly the split of all months; months before it are never read."""
+    by_month = {m: f.reset_index(drop=True) for m, f in features.groupby("sale_month")}
+    newest = max(by_month)
+    by_month[newest] = by_month[newest].iloc[0:0]  # an empty newest month does not end the window
+    read: list[str] = []
+
+    def loader(month: str):
+        def load() -> pd.DataFrame:
+            read.append(month)
+            return by_month[month]
+
+        return load
+
+    table = window_table({m: loader(m) for m in by_month}, window_months=24)
+    assert len(read) < len(by_month) and min(read) >= shift_month(max(read), -24)
+    pruned = time_split(table, validation_months=3, window_months=24)
+    full = time_split(pd.concat(by_month.values(), ignore_index=True), validation_months=3, window_months=24)
+    assert pruned.summary() == full.summary()
+    for a, b in ((pruned.train, full.train), (pruned.validation, full.validation)):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    assert window_table({m: loader(m) for m in [newest]}).empty

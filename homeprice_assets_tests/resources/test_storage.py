@@ -1,0 +1,56 @@
+"""Parquet asset storage: lazy per-month reads and column pruning for consumers that ask for them."""
+
+import dagster as dg
+import pandas as pd
+
+from homeprice_assets.resources.storage import COLUMNS, LAZY_PARTITIONS
+
+months = dg.StaticPartitionsDefinition(["2014-01", "2014-02", "2014-03"])
+
+
+@dg.asset(partitions_def=months)
+def monthly(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    month = context.partition_key
+    extra = {"latitude": [47.5, 47.6]} if month != "2014-02" else {}  # an optional column one month lacks
+    return pd.DataFrame({"sale_month": [month] * 2, "price": [1.0, 2.0], "note": ["a", "b"], **extra})
+
+
+def test_lazy_partitions_read_only_what_is_called_and_only_the_columns_asked(
+    instance: dg.DagsterInstance, storage
+) -> None:
+    for month in ("2014-01", "2014-02"):  # 2014-03 never materialized: a missing month is skipped
+        dg.materialize([monthly], partition_key=month, instance=instance, resources={"io_manager": storage})
+    seen: dict = {}
+
+    @dg.asset(
+        ins={
+            "monthly": dg.AssetIn(
+                metadata={
+                    "allow_missing_partitions": True,
+                    LAZY_PARTITIONS: True,
+                    COLUMNS: ["sale_month", "latitude", "price"],
+                }
+            )
+        }
+    )
+    def consumer(monthly: dict) -> None:
+        seen["keys"] = sorted(monthly)
+        seen["callable"] = all(callable(v) for v in monthly.values())
+        seen["jan"], seen["feb"] = monthly["2014-01"](), monthly["2014-02"]()
+
+    @dg.asset(ins={"monthly": dg.AssetIn(metadata={"allow_missing_partitions": True})})
+    def eager(monthly: dict) -> None:
+        seen["eager"] = monthly
+
+    result = dg.materialize(
+        [monthly, consumer, eager],
+        selection=["consumer", "eager"],
+        instance=instance,
+        resources={"io_manager": storage},
+    )
+    assert result.success
+    assert seen["keys"] == ["2014-01", "2014-02"] and seen["callable"]
+    assert list(seen["jan"].columns) == ["sale_month", "latitude", "price"]
+    assert list(seen["feb"].columns) == ["sale_month", "price"]  # what the month has of what was asked
+    pd.testing.assert_frame_equal(seen["jan"], seen["eager"]["2014-01"][["sale_month", "latitude", "price"]])
+    assert sorted(seen["eager"]) == ["2014-01", "2014-02"] and "note" in seen["eager"]["2014-02"]
