@@ -4,7 +4,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["lifecycle_bench.py", "serving_bench.py", "drift_calibration.py", "daemon_bench.py"]
+# scale_bench.py last: its 5M-sale run takes the longest (and up to ~16 GiB)
+BENCHES = [
+    "lifecycle_bench.py",
+    "serving_bench.py",
+    "drift_calibration.py",
+    "daemon_bench.py",
+    "scale_bench.py",
+]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent
