@@ -161,6 +161,7 @@ def time_markdown(doc: dict[str, Any]) -> str:
 
 def _plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,7 +193,11 @@ def _plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
         ]
         ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, fontsize=8, ncol=4)
         ax.set_ylabel(label)
-        ax.set_title(f"Live {label} by sale month (valuations made before the sale); events marked")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set_title(
+            f"Live {label} by sale month (valuations made before the sale); events marked at the month "
+            "whose arrival triggered them"
+        )
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / f"{metric}_by_month.png"
