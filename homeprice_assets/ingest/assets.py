@@ -137,6 +137,10 @@ class _Run:
     selected_checks: set[dg.AssetCheckKey]
     config_digest: str
     errors: dict[str, str] = field(default_factory=dict)
+    # what the current month's stages did, logged as one line when the month is done (each log line is
+    # an event Dagster stores: one per month, not one per stage)
+    notes: list[str] = field(default_factory=list)
+    records: dict[tuple[dg.AssetKey, str], dg.EventLogRecord | None] = field(default_factory=dict)
 
     @property
     def instance(self) -> dg.DagsterInstance:
@@ -155,6 +159,7 @@ class _Run:
             partition_key=month,
             asset_partitions_def=sale_month_partitions,
             instance=self.instance,
+            resources=self.context.resources,  # built already: building them per call costs ~0.3 s
         ) as out:
             io.handle_output(out, frame)
             return dict(out.consume_logged_metadata())
@@ -166,12 +171,16 @@ class _Run:
             partition_key=month,
             asset_partitions_def=sale_month_partitions,
             instance=self.instance,
+            resources=self.context.resources,
         ) as ctx:
             value = io.load_input(ctx)
         return value[month] if isinstance(value, dict) else value
 
     # ------------------------------------------------------------------ events
     def latest(self, key: dg.AssetKey, month: str) -> dg.EventLogRecord | None:
+        """``key``'s latest materialization of ``month`` (the one this run just made, once it made one)."""
+        if (key, month) in self.records:
+            return self.records[key, month]
         records = self.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[month]), limit=1
         ).records
@@ -210,6 +219,8 @@ class _Run:
         yield dg.AssetMaterialization(
             asset_key=key, partition=month, metadata={**metadata, **stored}, tags=tags
         )
+        self.records.pop((key, month), None)  # stored by now: its record (storage id) is the latest
+        self.records[key, month] = self.latest(key, month)
 
     def evaluate(
         self, key: dg.AssetKey, month: str, results: list[dg.AssetCheckResult]
@@ -273,8 +284,8 @@ def _raw_stage(run: _Run, month: str) -> Iterator[Any]:
         if parsed.sniffed:
             run.log.info(f"{month}: {f.key!r} read with sniffed {parsed.sniffed}")
     raw, repeated, within = combine_landed(frames)
-    run.log.info(
-        f"{month}: {len(raw)} rows from {len(frames)} of {len(files)} file(s), "
+    run.notes.append(
+        f"{len(raw)} rows from {len(frames)} of {len(files)} file(s), "
         f"{repeated} repeated row(s) left out ({within} inside one file), {len(set_aside)} file(s) set aside"
     )
     metadata = {
@@ -305,7 +316,10 @@ def _clean_stage(run: _Run, month: str, raw: pd.DataFrame, raw_record) -> Iterat
     result = clean_rows(raw, config, month=month)
     counts = result.counts_by_rule
     assert len(result.clean) + len(result.quarantine) == len(raw), "a row was lost in cleaning"
-    run.log.info(f"{month}: {len(result.clean)} clean, {len(result.quarantine)} quarantined {counts}")
+    failing = {rule: n for rule, n in counts.items() if n}
+    run.notes.append(
+        f"{len(result.clean)} clean, {len(result.quarantine)} quarantined {failing or ''}".strip()
+    )
     rule_meta = {f"quarantined_{rule}": counts[rule] for rule in RULES}
     inputs = {RAW: raw_record}
     if CLEAN in run.selected:
@@ -378,7 +392,7 @@ def _month(run: _Run, month: str) -> Iterator[Any]:
         yield from evaluations
         raw_record = run.latest(RAW, month)
         if _held_back(evaluations):
-            run.log.warning(f"{month}: held back by a blocking raw_sales check")
+            run.notes.append("held back by a blocking raw_sales check")
             return
     if sel & {CLEAN, QUARANTINE}:
         if raw is None:
@@ -387,7 +401,7 @@ def _month(run: _Run, month: str) -> Iterator[Any]:
         yield from evaluations
         clean_record = run.latest(CLEAN, month) if CLEAN in sel else None
         if _held_back(evaluations):
-            run.log.warning(f"{month}: held back by a blocking clean_sales check")
+            run.notes.append("held back by a blocking clean_sales check")
             return
     if FEATURES in sel:
         if clean is None or clean_record is None:
@@ -436,8 +450,11 @@ def ingest_sales(
     if len(months) > 1:
         context.log.info(f"ingesting {len(months)} month(s) {months[0]}..{months[-1]} in this run")
     for month in months:
+        run.notes = []
         try:
             yield from _month(run, month)
+            held_back = any(n.startswith("held back") for n in run.notes)
+            (run.log.warning if held_back else run.log.info)(f"{month}: " + "; ".join(run.notes))
         except Exception as exc:  # one month's error never stops the months after it
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             if isinstance(exc, dg.Failure) and exc.description:
