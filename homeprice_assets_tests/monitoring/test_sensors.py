@@ -140,7 +140,7 @@ def test_run_failure_sensor_alerts(location: Location, webhook: WebhookReceiver,
     sensor(context)
     [text] = webhook.texts()
     assert "Run failed: ingest_job" in text and "partition 2013-03" in text
-    assert "Failed steps: raw_sales" in text and "no sales files for 2013-03" in text
+    assert "Failed steps: ingest_sales" in text and "no sales files for 2013-03" in text
     assert f"http://dagster.test:3000/runs/{result.run_id}" in text
     assert smtp.messages[0]["Subject"].strip() == "[homeprice] Run failed: ingest_job"
 
