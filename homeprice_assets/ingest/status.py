@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -73,12 +73,28 @@ class CheckOutcome:
 
 
 def check_outcomes(
-    instance: dg.DagsterInstance, run_id: str, month: str | None = None
+    instance: dg.DagsterInstance,
+    run_id: str,
+    month: str | None = None,
+    cache: dict[str, list[Any]] | None = None,
 ) -> dict[dg.AssetCheckKey, CheckOutcome]:
-    """Every asset check evaluated in one run (for ``month``, when given), by key (the last one wins)."""
+    """Every asset check evaluated in one run (for ``month``, when given), by key (the last one wins).
+
+    ``cache`` (run id -> the run's evaluations), shared by a caller that asks about many months: a range
+    run holds every month's evaluations, and reading them once instead of once per month keeps judging a
+    60-month window linear in its months (it was quadratic: 56 s of a 1M-sale training split).
+    """
     out: dict[dg.AssetCheckKey, CheckOutcome] = {}
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    evaluations = cache.get(run_id) if cache is not None else None
+    if evaluations is None:
+        evaluations = [
+            entry.dagster_event.event_specific_data
+            for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+            if entry.dagster_event
+        ]
+        if cache is not None:
+            cache[run_id] = evaluations
+    for evaluation in evaluations:
         if evaluation is None:
             continue
         if month is not None and evaluation.partition not in (None, month):
@@ -140,8 +156,13 @@ def month_status(
     instance: dg.DagsterInstance,
     month: str,
     checks: Mapping[str, Sequence[dg.AssetCheckKey]],
+    cache: dict[str, list[Any]] | None = None,
 ) -> MonthStatus:
-    """Is ``month`` fit for the model? Reads each consumed asset's latest materialization and its run."""
+    """Is ``month`` fit for the model? Reads each consumed asset's latest materialization and its run.
+
+    Pass the same ``cache`` (a dict) when judging many months in one go (see ``check_outcomes``).
+    """
+    cache = {} if cache is None else cache
     failed: list[str] = []
     waiting: list[str] = []
     accepted: list[str] = []
@@ -150,7 +171,7 @@ def month_status(
         if run_id is None:
             waiting.append(asset)
             continue
-        outcomes = check_outcomes(instance, run_id, month) if keys else {}
+        outcomes = check_outcomes(instance, run_id, month, cache) if keys else {}
         overruled: set[str] | None = None
         for key in keys:
             outcome = outcomes.get(key)

@@ -174,9 +174,10 @@ def drift_report(
     drift = config.monitoring.drift
     reg = registry.get()
     checks = blocking_check_keys(_repository_def(context))
+    runs: dict = {}  # ingest runs' check evaluations, read once for all months
     current, reference, held_back = choose_months(
         sale_features,
-        lambda m: month_status(context.instance, m, checks).state == "ready",
+        lambda m: month_status(context.instance, m, checks, runs).state == "ready",
         context.run.tags.get(MONTH_TAG),
         drift.reference_months,
     )

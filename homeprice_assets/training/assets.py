@@ -99,10 +99,11 @@ def model_datasets(
     settings = settings.get().training
     checks = blocking_check_keys(None)
     blocked: dict[str, tuple[str, ...]] = {}
+    runs: dict = {}  # ingest runs' check evaluations, read once for all months
 
     def usable(month: str) -> bool:
         """Judged only for the months the window reaches (each costs event-log reads)."""
-        status = month_status(context.instance, month, checks)
+        status = month_status(context.instance, month, checks, runs)
         if status.state == "blocked":
             blocked[month] = status.failed
         return status.state != "blocked"

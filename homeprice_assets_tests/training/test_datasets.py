@@ -35,3 +35,12 @@ def test_months_blocked_by_their_checks_are_left_out(instance, landing, storage,
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"no_time_overlap": True}
     assert isinstance(train, pd.DataFrame) and len(train) > 0
+    # model_datasets judges the months with one cache of the runs' check evaluations (a range run holds
+    # every month's): the same verdicts as judging each month on its own
+    from homeprice_assets.ingest.status import blocking_check_keys, month_status
+
+    keys, runs = blocking_check_keys(None), {}
+    shared = [month_status(instance, m, keys, runs) for m in months]
+    assert shared == [month_status(instance, m, keys) for m in months]
+    assert [s.state for s in shared] == ["ready", "blocked", "ready", "ready", "ready", "ready"]
+    assert len(runs) == 2  # the range run and the re-run of 2013-02, each read once
