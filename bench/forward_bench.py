@@ -47,7 +47,10 @@ Measured (2016, trained 2011-2015; the price model's year row, quarters in brack
         - location_ridge 100: 8.49 / 8.62%; 1000: 8.47 / 8.64%; knot_months 12: 8.42 / 8.51% (equal);
           month_smoothing 100 / 400: 8.44 / 8.53%, 8.46 / 8.58%; seasonal_ridge 100: 8.78 / 8.53%;
           index huber_delta 0.1: 8.58 / 8.44%; num_leaves 95: 8.41 / 8.49% at 1.5x the fit time;
-          min_data_in_leaf 30 with lambda_l2 3: 8.44 / 8.56%.
+          min_data_in_leaf 30 with lambda_l2 3: 8.44 / 8.56%; max_bin 1023: 8.44 / 8.53%; learning
+          rate 0.1: 8.65 / 8.56%; 6 early-stopping months: 8.36 / 8.53% (noise); coordinates also
+          turned by 22.5 and 67.5 degrees: 8.52 / 8.66%. Forecasting from the 24-month trend line's end
+          rather than the last month's level: worse in the index backtest every year but 2014.
         - isotonic horizon widths (``--params '{"horizon_monotone": "isotonic"}'``): 2015 coverage
           80.0% (79.2-81.5) but 2016's Q3 77.4%.
 """
