@@ -30,6 +30,7 @@ class PolicyFacts:
     versions: pd.DataFrame  # one row per registered version
     runs: pd.DataFrame  # one row per Dagster run
     rollbacks: pd.DataFrame  # one row per rollback the rollout_actions sensor recorded in Dagster
+    broken_evaluations: int = 0  # rollout_evaluation materializations that found the champion broken
 
 
 def stored_sales(storage: Path, months: list[str]) -> pd.DataFrame:
@@ -156,6 +157,20 @@ def dagster_rollbacks(instance: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["storage_id", "to_version", "from_version", "reason", "timestamp"])
 
 
+def broken_evaluations(instance: Any) -> int:
+    """How many ``rollout_evaluation`` materializations found the live champion broken (rollback rules)."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("rollout_evaluation")), limit=10_000
+    ).records
+    return sum(
+        bool(getattr(r.asset_materialization.metadata.get("champion_broken"), "value", False))
+        for r in records
+        if r.asset_materialization
+    )
+
+
 def events(facts: PolicyFacts, first_version: str) -> pd.DataFrame:
     """The policy's timeline: each retrain (month: the one whose arrival triggered it, from its Dagster run's
     tags) with its outcome (promoted, blocked), and each rollback (the month judged when it happened)."""
@@ -225,6 +240,7 @@ def summarize(facts: PolicyFacts, first_version: str) -> dict[str, Any]:
         "promotions": int(later["promoted"].sum()) if len(later) else 0,
         "blocked": int((later["validation_decision"] == "blocked").sum()) if len(later) else 0,
         "rollbacks": len(facts.rollbacks),
+        "broken_evaluations": int(facts.broken_evaluations),
         "fit_seconds": float(fits.sum()) if len(fits) else 0.0,
         "fit_seconds_computed": float(fits[later["fit_cache"] == "miss"].sum()) if len(fits) else 0.0,
         "fit_cache_hits": int((later["fit_cache"] == "hit").sum()) if len(later) else 0,

@@ -34,6 +34,7 @@ TABLE_COLUMNS = (
     ("promotions", "promotions", "{}"),
     ("blocked", "blocked", "{}"),
     ("rollbacks", "rollbacks", "{}"),
+    ("broken_evaluations", "months champion broken", "{}"),
     ("fit_seconds", "training compute (s)", "{:.0f}"),
     ("lifecycle_seconds", "lifecycle runs (s)", "{:.0f}"),
 )
@@ -61,10 +62,11 @@ def collect(spec: ReplaySpec, name: str, months: list[str]) -> F.PolicyFacts:
     instance = open_instance(paths.dagster)
     try:
         runs, rollbacks = F.dagster_runs(instance), F.dagster_rollbacks(instance)
+        broken = F.broken_evaluations(instance)
     finally:
         instance.dispose()
     versions = F.registry_versions(paths.mlflow_uri, MODEL_NAME)
-    return F.PolicyFacts(name, live, unmatched, versions, runs, rollbacks)
+    return F.PolicyFacts(name, live, unmatched, versions, runs, rollbacks, broken)
 
 
 def replayed_months(spec: ReplaySpec, name: str) -> list[str]:

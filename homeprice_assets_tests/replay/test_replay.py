@@ -201,6 +201,12 @@ def test_report_figures_are_the_logs_and_the_registry(replayed) -> None:
                 if r.asset_materialization.metadata["decision"].value == "rollback"
             ]
             assert summary["rollbacks"] == len(rollbacks)
+            evaluations = instance.fetch_materializations(
+                dg.AssetKey("rollout_evaluation"), limit=1000
+            ).records
+            assert len(evaluations) == 2  # one per replayed month
+            broken = [r for r in evaluations if r.asset_materialization.metadata["champion_broken"].value]
+            assert summary["broken_evaluations"] == len(broken)
         finally:
             instance.dispose()
 
