@@ -28,6 +28,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="policies replayed at once (one process each)")
     parser.add_argument("--home", default=None, help="replay home (default: $HOMEPRICE_HOME/replay/bench)")
     parser.add_argument("--no-report", action="store_true", help="replay only")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild the report from the stored facts, replay nothing"
+    )
     args = parser.parse_args()
 
     from homeprice_assets.config import homeprice_home
@@ -47,8 +50,12 @@ def main() -> int:
             last[0] = done
             print(f"[{time.perf_counter() - started:7.0f}s] {done}/{total} policy-months", flush=True)
 
-    run_replay(spec, progress=progress)
-    timing = json.loads((home / "timing.json").read_text())
+    if args.report_only:
+        spec = ReplaySpec.from_json((home / "spec.json").read_text())
+    else:
+        run_replay(spec, progress=progress)
+    timing_path = home / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     print(f"replay: {time.perf_counter() - started:.0f} s; timing {timing}")
     if args.no_report:
         return 0
