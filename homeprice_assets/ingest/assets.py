@@ -219,8 +219,9 @@ class _Run:
         yield dg.AssetMaterialization(
             asset_key=key, partition=month, metadata={**metadata, **stored}, tags=tags
         )
-        self.records.pop((key, month), None)  # stored by now: its record (storage id) is the latest
-        self.records[key, month] = self.latest(key, month)
+        if key != QUARANTINE:  # stored by now: its record (storage id) is what checks and inputs point at
+            self.records.pop((key, month), None)
+            self.records[key, month] = self.latest(key, month)
 
     def evaluate(
         self, key: dg.AssetKey, month: str, results: list[dg.AssetCheckResult]
