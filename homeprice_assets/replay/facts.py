@@ -75,9 +75,27 @@ def _tag_json(tags: dict[str, str], key: str) -> dict[str, Any]:
         return {}
 
 
-def registry_versions(tracking_uri: str, model_name: str) -> pd.DataFrame:
-    """One row per registered version: training cut-off, validation decision, promotion, fit cost."""
+def cached_fit_seconds(fit_cache: Path | None) -> dict[str, float]:
+    """Training cut-off month -> seconds its fit took, from the fit cache's entries (one settings set per
+    replay, so one fit per cut-off)."""
+    if fit_cache is None or not fit_cache.is_dir():
+        return {}
+    out = {}
+    for path in fit_cache.glob("*.json"):
+        meta = json.loads(path.read_text())
+        out[str(meta["train_end"])] = float(meta["fit_seconds"])
+    return out
+
+
+def registry_versions(tracking_uri: str, model_name: str, fit_cache: Path | None = None) -> pd.DataFrame:
+    """One row per registered version: training cut-off, validation decision, promotion, fit cost.
+
+    The fit cost is the version's ``replay.fit_seconds`` tag; a version without one (a lifecycle run whose
+    gates blocked it, before the runner tagged those too) takes its cut-off's entry in the fit cache
+    (``fit_cache`` = ``unrecorded``)."""
     from homeprice_assets.resources.registry import Registry
+
+    by_cutoff = cached_fit_seconds(fit_cache)
 
     reg = Registry(tracking_uri=tracking_uri, model_name=model_name)
     rows = []
@@ -100,8 +118,10 @@ def registry_versions(tracking_uri: str, model_name: str) -> pd.DataFrame:
                 "promoted_at": promote.get("at"),
                 "rolled_back_to_at": rollback.get("at"),
                 "val_mdape": run.data.metrics.get("val_mdape") if run else None,
-                "fit_seconds": float(run_tags.get("replay.fit_seconds", "nan")),
-                "fit_cache": run_tags.get("replay.fit_cache"),
+                "fit_seconds": float(
+                    run_tags.get("replay.fit_seconds") or by_cutoff.get(str(params.get("train_end")), "nan")
+                ),
+                "fit_cache": run_tags.get("replay.fit_cache") or "unrecorded",
                 "dagster_run_id": tags.get("replay_dagster_run_id") or run_tags.get("dagster_run_id"),
             }
         )

@@ -65,7 +65,7 @@ def collect(spec: ReplaySpec, name: str, months: list[str]) -> F.PolicyFacts:
         broken = F.broken_evaluations(instance)
     finally:
         instance.dispose()
-    versions = F.registry_versions(paths.mlflow_uri, MODEL_NAME)
+    versions = F.registry_versions(paths.mlflow_uri, MODEL_NAME, Path(spec.home) / "fit_cache")
     return F.PolicyFacts(name, live, unmatched, versions, runs, rollbacks, broken)
 
 
