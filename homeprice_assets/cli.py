@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +50,19 @@ def cmd_land(args: argparse.Namespace) -> int:
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
+def _month_bar(total: int) -> Callable[[str], None]:
+    """A progress bar over the months an ingest run covers, advanced as each month finishes."""
+    bar = tqdm(total=total, desc="ingest", unit="month", file=sys.stderr, disable=None)
+
+    def done(month: str) -> None:
+        bar.set_postfix_str(month, refresh=False)
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return done
+
+
 def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
     """Register landed months as partitions; ingest every month whose files changed, in one in-process run.
 
@@ -71,7 +84,7 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
         months,
         run_config=QUIET,
         config=defs.resources["settings"].get().data,
-        progress=lambda it: tqdm(list(it), desc="ingest", unit="run", file=sys.stderr, disable=None),
+        progress=_month_bar,
         register=register_months,
     )
 

@@ -31,6 +31,7 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
+from dagster._core.log_manager import DagsterLogManager
 
 from homeprice_assets.config import DataConfig
 from homeprice_assets.features import assets as features
@@ -103,6 +104,11 @@ SPECS = [
 ALL_CHECKS = [*checks.RAW_CHECKS, *checks.CLEAN_CHECKS, *features.FEATURE_CHECKS]
 _BLOCKING = {spec.key for spec in ALL_CHECKS if spec.blocking}
 
+# The IO manager's contexts built inside the step would log to a console logger of their own at DEBUG
+# ("Writing file at ...", four lines a month on the terminal of `homeprice run`); the step logs each month's
+# outcome itself, so they log nowhere.
+_QUIET = DagsterLogManager.create(loggers=[])
+
 
 def _recent_row_counts(
     instance: dg.DagsterInstance, month: str, lookback: int, known: list[str]
@@ -161,6 +167,7 @@ class _Run:
             instance=self.instance,
             resources=self.context.resources,  # built already: building them per call costs ~0.3 s
         ) as out:
+            out._log = _QUIET
             io.handle_output(out, frame)
             return dict(out.consume_logged_metadata())
 
@@ -173,6 +180,7 @@ class _Run:
             instance=self.instance,
             resources=self.context.resources,
         ) as ctx:
+            ctx._log = _QUIET
             value = io.load_input(ctx)
         return value[month] if isinstance(value, dict) else value
 

@@ -11,7 +11,10 @@ back from the same events) is shown instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +22,7 @@ from typing import Any, Literal
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.utils import make_new_run_id
 
 from homeprice_assets.config import DataConfig
 from homeprice_assets.ingest.status import LANDED_DIGEST_KEY
@@ -306,6 +310,60 @@ def range_tags(months: Sequence[str]) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: months[0], ASSET_PARTITION_RANGE_END_TAG: months[-1]}
 
 
+_MONTH_LINE = re.compile(r"^(\d{4}-\d{2}): ")
+
+
+class MonthWatcher:
+    """Calls ``done(month)`` as each month of a running ingest run finishes.
+
+    A range run is one Dagster step over many months; the step logs one line per finished month
+    (``"YYYY-MM: ..."``), and this reads those lines back from the run's event log in a background thread,
+    so the command line can show progress per month while the run goes on in-process.
+    """
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        run_id: str,
+        months: Sequence[str],
+        done: Callable[[str], None],
+        interval_s: float = 0.5,
+    ) -> None:
+        self.instance, self.run_id, self.months, self.done = instance, run_id, set(months), done
+        self.interval_s, self.cursor, self.seen = interval_s, None, set[str]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ingest-progress", daemon=True)
+
+    def poll(self) -> None:
+        try:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+        except Exception:  # the run not stored yet, or the store busy: progress is best effort
+            return
+        self.cursor = connection.cursor
+        for record in connection.records:
+            entry = record.event_log_entry
+            match = _MONTH_LINE.match(entry.user_message or "") if entry.dagster_event is None else None
+            if match and match.group(1) in self.months - self.seen:
+                self.seen.add(match.group(1))
+                self.done(match.group(1))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self) -> MonthWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+        for month in sorted(self.months - self.seen):  # months that ended without their line (an error)
+            self.seen.add(month)
+            self.done(month)
+
+
 def ingest_months(
     job: dg.JobDefinition,
     instance: dg.DagsterInstance,
@@ -313,14 +371,15 @@ def ingest_months(
     months: Sequence[str] | None,
     run_config: dict[str, Any],
     config: DataConfig,
-    progress: Callable[[Iterable[list[str]]], Iterable[list[str]]] = lambda it: it,
+    progress: Callable[[int], Callable[[str], None]] | None = None,
     register: Callable[[dg.DagsterInstance, list[str]], Any] | None = None,
 ) -> IngestReport:
     """Run ``job`` once over the landed months whose files (or ``data`` settings) changed since they ran.
 
     A month whose last ingest of the same files and settings passed is "unchanged"; one whose last such
     ingest failed is not retried ("failed_before") and reports the reason recorded then. The others run
-    together, one run per range of adjacent partitions (``progress`` sees those ranges).
+    together, one run per range of adjacent partitions. ``progress(n)`` is called with the number of months
+    to run and returns a callback called with each month as it finishes.
     """
     scan = landing.scan(config)
     config_digest = data_config_digest(config)
@@ -338,19 +397,23 @@ def ingest_months(
             outcomes[month] = earlier
         else:
             to_run.append(month)
-    for block in progress(partition_blocks(instance, to_run) if to_run else []):
+    done = progress(len(to_run)) if progress is not None and to_run else None
+    for block in partition_blocks(instance, to_run) if to_run else []:
         tags = {DATA_CONFIG_TAG: config_digest}
         if len(block) == 1:  # the landing sensor's runs are one month each and carry the same tag
             tags[LANDED_DIGEST_TAG] = digests[block[0]]
         else:
             tags.update(range_tags(block))
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=block[0] if len(block) == 1 else None,
-            raise_on_error=False,
-            run_config=run_config,
-            tags=tags,
-        )
+        run_id = make_new_run_id()
+        with MonthWatcher(instance, run_id, block, done) if done else contextlib.nullcontext():
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=block[0] if len(block) == 1 else None,
+                raise_on_error=False,
+                run_config=run_config,
+                tags=tags,
+                run_id=run_id,
+            )
         for month in block:
             outcomes[month] = outcome_of(month, result)
     report.months = {m: outcomes[m] for m in todo}

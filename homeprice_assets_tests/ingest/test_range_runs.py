@@ -18,7 +18,7 @@ import pytest
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.assets import ALL_CHECKS, ingest_sales
 from homeprice_assets.ingest.jobs import ingest_job
-from homeprice_assets.ingest.report import outcome_of
+from homeprice_assets.ingest.report import MonthWatcher, outcome_of
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.sensors.landing import build_landing_sensor
 from homeprice_assets.resources.config import ProjectConfigResource
@@ -106,6 +106,12 @@ def test_a_range_run_records_what_month_by_month_runs_do(tmp_path: Path, bundled
                     "2013-05": "ready",
                 }
                 assert month_status(instance, "2013-03", checks).failed == ("clean_sales.quarantine_rate",)
+                # `homeprice ingest` advances its bar per month from the run's own log lines, in order
+                seen: list[str] = []
+                with MonthWatcher(instance, results[way].result.run_id, MONTHS, seen.append) as watcher:
+                    watcher.poll()
+                    assert seen == MONTHS
+                assert seen == MONTHS  # none reported twice on the way out
 
     by_month, ranged = recorded["by_month"], recorded["range"]
     assert sorted(by_month) == sorted(ranged)
