@@ -25,7 +25,8 @@ SMALL = {
     "training": {
         "params": {"num_boost_round": 40, "learning_rate": 0.2, "early_stopping_rounds": 10},
         "explain_sample": 50,
-        "calibration_months": 3,
+        "validation_months": 1,
+        "calibration_months": 1,
         "early_stopping_months": 1,
     }
 }
@@ -83,14 +84,14 @@ def test_fit_cache_fits_once_per_data_and_settings(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ the replay
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReplaySpec, dg.ExecuteInProcessResult, str]:
-    """2014-01..2014-02 after a first model trained on 2013, through ``replay_job``'s asset."""
+    """2014-01..2014-02 after a first model trained on 2013-07..2013-12, through ``replay_job``'s asset."""
     tmp = tmp_path_factory.mktemp("replay")
     uri = f"sqlite:///{tmp / 'project_mlflow.db'}"
     config = {
         "start": "2014-01",
         "end": "2014-02",
         "policies": POLICY_NAMES,
-        "history_start": "2013-01",
+        "history_start": "2013-07",
         "overrides_json": json.dumps(SMALL),
         "home": str(tmp / "replay"),
     }
