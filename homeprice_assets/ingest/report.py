@@ -84,7 +84,7 @@ class IngestReport:
         for aside in self.in_no_month:
             out.append(f"  landing zone: {aside.key} is in no month: {aside.reason}")
         out.append(
-            f"ingested {len(self.months) - len(failed)}/{len(self.months)} month(s): {ran} run(s), "
+            f"ingested {len(self.months) - len(failed)}/{len(self.months)} month(s): {ran} ran, "
             f"{unchanged} unchanged"
             + (f"; failed: {', '.join(failed)}" if failed else "")
             + (f"; {len(self.in_no_month)} landed file(s) in no month" if self.in_no_month else "")

@@ -49,15 +49,15 @@ def test_failed_month_reason_printed_once_and_retried_on_change(cli) -> None:
     assert "raw_sales.required_columns:" in first
     assert "'living_sf' (source column 'tot_sf')" in first and "'location' (source column 'area')" in first
     assert "landing zone: notes.txt is in no month: not a sales file" in first
-    summary = "ingested 1/2 month(s): 2 run(s), 0 unchanged; failed: 2012-03; 1 landed file(s) in no month"
+    summary = "ingested 1/2 month(s): 2 ran, 0 unchanged; failed: 2012-03; 1 landed file(s) in no month"
     assert summary in first
 
     again = cli("ingest", expect=1)  # nothing changed: nothing re-run, the earlier reason once
     assert "2012-03  FAILED earlier, files unchanged (not retried)" in again
     assert again.count("'living_sf' (source column 'tot_sf')") == 1
-    assert "0 run(s), 1 unchanged; failed: 2012-03" in again
+    assert "0 ran, 1 unchanged; failed: 2012-03" in again
 
     (landing / "sales_2012-03.csv").write_bytes(good)  # the corrected file: retried, and it passes
     fixed = cli("ingest")
     assert f"  2012-03  ingested: {len(rows)} clean, 0 quarantined" in fixed
-    assert "ingested 2/2 month(s): 1 run(s), 1 unchanged" in fixed
+    assert "ingested 2/2 month(s): 1 ran, 1 unchanged" in fixed

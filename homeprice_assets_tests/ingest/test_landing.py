@@ -108,13 +108,13 @@ def test_ingest_command_runs_only_months_whose_files_changed(tmp_path: Path) -> 
         return done.stdout
 
     cli("land", "--since", "2012-01", "--until", "2012-02")
-    assert "ingested 2/2 month(s): 2 run(s), 0 unchanged" in cli("ingest")
-    assert "ingested 2/2 month(s): 0 run(s), 2 unchanged" in cli("ingest")
+    assert "ingested 2/2 month(s): 2 ran, 0 unchanged" in cli("ingest")
+    assert "ingested 2/2 month(s): 0 ran, 2 unchanged" in cli("ingest")
     (home / "landing" / "2012-02").mkdir()
     (home / "landing" / "2012-02" / "late.csv").write_text(
         (home / "landing" / "sales_2012-02.csv").read_text().splitlines()[0] + "\n"
     )  # a header-only file
-    assert "ingested 2/2 month(s): 1 run(s), 1 unchanged" in cli("ingest")
+    assert "ingested 2/2 month(s): 1 ran, 1 unchanged" in cli("ingest")
     # the instance is the repository's dagster.yaml, with its storage under the project home
     assert (home / "dagster").is_dir()
 
