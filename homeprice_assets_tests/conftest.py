@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from homeprice_assets.config import BUNDLED_DATA
+from homeprice_assets.sqlite_storage import instance_settings
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="homeprice-tests-"))
 # Set before any test module imports dagster/mlflow/bentoml, so their defaults never point elsewhere.
@@ -30,7 +32,11 @@ os.environ.update(
 )
 os.environ.pop("HOMEPRICE_CONFIG", None)
 (_SESSION_HOME / "dagster").mkdir(parents=True, exist_ok=True)
-(_SESSION_HOME / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+(_SESSION_HOME / "dagster" / "dagster.yaml").write_text(
+    yaml.safe_dump(
+        {**instance_settings(_SESSION_HOME / "dagster" / "storage"), "telemetry": {"enabled": False}}
+    )
+)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -77,11 +83,11 @@ def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def instance():
-    """An ephemeral Dagster instance (SQLite in a temp folder) for one test."""
+def instance(tmp_path: Path):
+    """A Dagster instance of its own for one test (the local SQLite storage, in a temp folder)."""
     import dagster as dg
 
-    with dg.instance_for_test() as inst:
+    with dg.instance_for_test(overrides=instance_settings(tmp_path / "dagster")) as inst:
         yield inst
 
 

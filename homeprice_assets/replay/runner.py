@@ -34,6 +34,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import yaml
 
 from homeprice_assets.partitions import register_months
 from homeprice_assets.replay.cache import FitCache
@@ -45,6 +46,7 @@ from homeprice_assets.replay.policies import (
     Policy,
     resolve,
 )
+from homeprice_assets.sqlite_storage import instance_settings
 
 MODEL_NAME = "homeprice"
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -160,9 +162,10 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def open_instance(path: Path) -> dg.DagsterInstance:
-    """A persistent SQLite Dagster instance in ``path`` (telemetry off)."""
+    """A persistent SQLite Dagster instance in ``path`` (the local storage, telemetry off)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    settings = {**instance_settings(path / "storage"), "telemetry": {"enabled": False}}
+    (path / "dagster.yaml").write_text(yaml.safe_dump(settings))
     return dg.DagsterInstance.from_config(str(path))
 
 
