@@ -378,6 +378,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {database}"))
+        # a throwaway database needs no flush per commit (Dagster commits every event it records)
+        conn.execute(sa.text(f"ALTER DATABASE {database} SET synchronous_commit = off"))
     procs: list[subprocess.Popen] = []
     try:
         db = sa.create_engine(f"{PG_SERVER}/{database}")
