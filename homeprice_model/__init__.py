@@ -41,7 +41,8 @@ from homeprice_model.model import (
 )
 
 # Bumped when the model code changes in a way a logged model's metadata should record.
-MODEL_CODE_VERSION = "2"
+# 3: bagged boosters (``HomePriceModel.extra_boosters``); code before it would serve the first booster only.
+MODEL_CODE_VERSION = "3"
 
 __all__ = [
     "BOUNDED_FIELDS",

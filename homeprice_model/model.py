@@ -78,6 +78,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # Each parcel's last training sale, for the repeat-sales features; None: a model without them.
     last_sales: LastSales | None = None
     _horizon_widths: dict[float, np.ndarray] | None = None
+    # Boosters fit like ``booster`` with other seeds; the trees' output is the mean over all of them
+    # (bagging). None or empty: one booster (models logged before).
+    extra_boosters: list[lgb.Booster] | None = None
     # How per-horizon widths are made non-decreasing: "isotonic" (the least-squares monotone fit, weighted
     # by scores per horizon) or "cummax" (the running maximum, biased wide by noise: models logged before).
     horizon_monotone: str = "cummax"
@@ -138,6 +141,20 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         """``reference_date`` as months since the feature origin."""
         year, month = (int(p) for p in self.trained_through.split("-")[:2])
         return float((year - TIME_ORIGIN.year) * 12 + (month - TIME_ORIGIN.month))
+
+    @property
+    def boosters(self) -> list[lgb.Booster]:
+        """The boosters whose mean is the trees' part of the log price: ``booster``, ``extra_boosters``."""
+        return [self.booster, *(self.extra_boosters or ())]
+
+    def tree_values(self, x: Any, num_threads: int = 1) -> np.ndarray:
+        """The trees' part of the log price for a design matrix (or frame): the mean over ``boosters``."""
+        out = self.booster.predict(x, num_threads=num_threads)
+        if self.extra_boosters:
+            for booster in self.extra_boosters:
+                out = out + booster.predict(x, num_threads=num_threads)
+            out = out / (1 + len(self.extra_boosters))
+        return out
 
     @property
     def uses_coordinates(self) -> bool:
@@ -277,7 +294,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default). Large batches use the
         # threads the model was trained with (1 by default: on shared cores OpenMP spin-waiting costs more).
         threads = 1 if len(x) <= _ONE_THREAD_ROWS else int(self.params.get("num_threads", 0) or 0)
-        log_price = self.booster.predict(x, num_threads=threads) + self._index_values(feats)
+        log_price = self.tree_values(x, num_threads=threads) + self._index_values(feats)
         return log_price, feats["months_since_origin"]
 
     def _priced(
@@ -376,23 +393,25 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         ``base_value``; each row sums to the predicted log price.
 
         Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
-        SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran.
+        SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran. With several
+        boosters (bagging) the contributions are the mean of each booster's: SHAP values add up linearly.
         """
         frame = pd.DataFrame(df)
         feats = self.feature_arrays(frame_columns(frame), n=len(frame))
         x = self._design(pd.DataFrame(feats, index=frame.index))[self.feature_names]
         method = "shap.TreeExplainer"
+        boosters = self.boosters
         try:
             import shap
 
-            if self._explainer is None:
-                self._explainer = shap.TreeExplainer(self.booster)
-            values = np.asarray(self._explainer.shap_values(x))
-            base = float(np.ravel(self._explainer.expected_value)[0])
+            if not isinstance(self._explainer, list) or len(self._explainer) != len(boosters):
+                self._explainer = [shap.TreeExplainer(b) for b in boosters]
+            values = np.mean([np.asarray(e.shap_values(x)) for e in self._explainer], axis=0)
+            base = float(np.mean([np.ravel(e.expected_value)[0] for e in self._explainer]))
             base_values = np.full(len(x), base)
         except Exception:  # pragma: no cover - depends on the SHAP/LightGBM pair
             method = "lightgbm.pred_contrib"
-            contrib = self.booster.predict(x, pred_contrib=True)
+            contrib = np.mean([b.predict(x, pred_contrib=True) for b in boosters], axis=0)
             values, base_values = contrib[:, :-1], contrib[:, -1]
         out = pd.DataFrame(values, columns=self.feature_names, index=frame.index)
         out["market_index"] = self._index_values(feats)

@@ -80,6 +80,23 @@ def test_model_attributes(fitted: Fitted) -> None:
     assert np.isfinite(model.predict(None, row)["price"]).all()
 
 
+def test_bagged_boosters_are_averaged(fitted: Fitted) -> None:
+    """``bagging_seeds`` (3 by default): the served trees are the mean of boosters fit with other seeds."""
+    model = fitted.model
+    assert len(model.boosters) == 3 and model.params["bagging_seeds"] == 3
+    rows = fitted.inputs.head(200)
+    x = model.features(rows)[model.feature_names]
+    each = np.array([b.predict(x) for b in model.boosters])
+    assert np.abs(each[1] - each[0]).max() > 1e-3  # other seeds: other trees
+    index = model.predict_log(rows) - model.tree_values(x)
+    np.testing.assert_allclose(model.tree_values(x), each.mean(axis=0), rtol=1e-12)
+    # a model pickled before bagging (no extra_boosters in its state) predicts with its one booster
+    old = object.__new__(type(model))
+    old.__dict__.update({k: v for k, v in model.__getstate__().items() if k != "extra_boosters"})
+    assert old.extra_boosters is None and len(old.boosters) == 1
+    np.testing.assert_allclose(old.predict_log(rows), each[0] + index, rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_full_history_forward_year(features: pd.DataFrame) -> None:
     """Train through 2015, value 2016: beats the plain-tree (~11%) and hedonic (~14%) MdAPE of the issue."""
