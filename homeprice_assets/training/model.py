@@ -70,10 +70,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "horizon_monotone": "cummax",
     # The served trees are fit this many times, with seeds seed, seed+1, ..., and averaged
     # (HomePriceModel.extra_boosters). Forward MdAPE 8.40 -> 8.35% (2015) and 8.52 -> 8.45% (2016), PPE10
-    # +0.5 points both years, COD -0.08/-0.09, at about twice the fit time (bench/forward_bench.py); 5
-    # seeds gained no more. The early-stopping probe stays one fit, and so do the calibration-stage trees
-    # unless bagging_seeds_calibration: their conformal scores are then slightly conservative (bagged
-    # scores cut 2016's third-quarter coverage to 77.8%).
+    # +0.5 points both years, COD -0.08/-0.09, at about twice the fit time and 2.6x the one-home serving
+    # time (1.15 -> 2.98 ms on the 2016 model; bench/forward_bench.py); 5 seeds gained no more. The
+    # early-stopping probe stays one fit, and so do the calibration-stage trees unless
+    # bagging_seeds_calibration: their conformal scores are then slightly conservative (bagged scores
+    # cut 2016's third-quarter coverage to 77.8%).
     "bagging_seeds": 3,
     "bagging_seeds_calibration": False,
     # market index settings (see market_index.IndexParams)
