@@ -81,8 +81,11 @@ def test_model_attributes(fitted: Fitted) -> None:
 
 
 def test_bagged_boosters_are_averaged(fitted: Fitted) -> None:
-    """``bagging_seeds`` (3 by default): the served trees are the mean of boosters fit with other seeds."""
-    model = fitted.model
+    """``bagging_seeds`` (1 by default): the served trees are the mean of boosters fit with other seeds."""
+    from homeprice_assets.training.model import fit_price_model
+
+    assert len(fitted.model.boosters) == 1 and fitted.model.params["bagging_seeds"] == 1
+    model = fit_price_model(fitted.split.train, {"bagging_seeds": 3, "num_boost_round": 150})
     assert len(model.boosters) == 3 and model.params["bagging_seeds"] == 3
     rows = fitted.inputs.head(200)
     x = model.features(rows)[model.feature_names]
