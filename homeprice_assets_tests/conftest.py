@@ -103,24 +103,3 @@ def storage(project_home: Path):
     from homeprice_assets.resources.storage import ParquetStorage
 
     return ParquetStorage(base_dir=str(project_home / "storage"))
-
-
-# The longest test files (durations measured 2026-11-23: 200-400 s each on two workers) start first, so the
-# two workers do not end with one of them running a long file alone (`make test` ran 15.4 min, ~70% busy).
-_LONGEST_FIRST = (
-    "project/test_production_profile.py",
-    "monitoring/test_daemon.py",
-    "project/test_own_data_end_to_end.py",
-    "replay/test_replay.py",
-    "training/test_lifecycle_assets.py",
-    "serving/test_service.py",
-    "monitoring/test_promotion_alerts.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::")[0].removeprefix("homeprice_assets_tests/")
-        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: a file's tests keep their order
