@@ -59,11 +59,12 @@ _MAX_KEPT_RUNS = 8
 class _KeptOpen:
     """Idle connections that stop SQLite from checkpointing a WAL database at every close."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self._connections: OrderedDict[str, sqlite3.Connection] = OrderedDict()
         self._lock = threading.Lock()
+        self._limit = limit
 
-    def hold(self, path: str, *, limit: int) -> None:
+    def hold(self, path: str) -> None:
         with self._lock:
             if path in self._connections:
                 self._connections.move_to_end(path)
@@ -72,7 +73,7 @@ class _KeptOpen:
             # a read maps the WAL index: from now on this connection counts as open to SQLite
             connection.execute("PRAGMA schema_version").fetchone()
             self._connections[path] = connection
-            while len(self._connections) > limit:
+            while len(self._connections) > self._limit:
                 self._connections.popitem(last=False)[1].close()
 
     def release(self, path: str) -> None:
@@ -105,7 +106,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(base_dir, inst_data)
-        self._kept = _KeptOpen()
+        self._kept = _KeptOpen(limit=_MAX_KEPT_RUNS + 1)  # the runs and the index
 
     @classmethod
     def from_config_value(
@@ -121,14 +122,14 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     def store_event(self, event: EventLogEntry) -> None:
         super().store_event(event)  # creates the run's file on its first event
-        self._kept.hold(self.path_for_shard(INDEX_SHARD_NAME), limit=_MAX_KEPT_RUNS + 1)
+        self._kept.hold(self.path_for_shard(INDEX_SHARD_NAME))
         if not event.run_id:
             return
         run_file = self.path_for_shard(event.run_id)
         if event.is_dagster_event and event.dagster_event_type in _RUN_ENDED:
             self._kept.release(run_file)
-        elif os.path.exists(run_file):
-            self._kept.hold(run_file, limit=_MAX_KEPT_RUNS + 1)
+        else:
+            self._kept.hold(run_file)
 
     def watch(self, run_id: str, cursor: str | None, callback: Any) -> None:
         """Dagster's ``watch``, with a watcher that also wakes on the run's WAL file."""
