@@ -78,3 +78,21 @@ def test_a_bad_file_stops_the_code_location_loading(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "promotion.max_mdpe: Extra inputs are not permitted" in done.stderr
     assert str(path) in done.stderr
+
+
+def test_a_local_mlflow_store_is_put_in_wal_mode(tmp_path, monkeypatch) -> None:
+    """`homeprice` puts a local MLflow SQLite store, existing or new, in WAL mode (a flush per commit)."""
+    import sqlite3
+
+    from homeprice_assets.config import apply_env_defaults
+
+    existing = tmp_path / "old" / "mlflow.db"
+    existing.parent.mkdir()
+    sqlite3.connect(existing).execute("CREATE TABLE t (x)").connection.commit()
+    monkeypatch.delenv("HOMEPRICE_PROFILE", raising=False)
+    monkeypatch.setenv("HOMEPRICE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOMEPRICE_DAGSTER_STORAGE", str(tmp_path / "dagster"))
+    for store in (existing, tmp_path / "new" / "mlflow.db"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        apply_env_defaults()
+        assert sqlite3.connect(store).execute("PRAGMA journal_mode").fetchone() == ("wal",)
