@@ -169,6 +169,12 @@ class MarketIndex:
         level = self.city(t)
         basis = _hat_basis(np.clip(t, self.first_month, self.last_month), self.knots)
         locs = np.asarray(location, dtype=object).astype(str)
+        if len(locs) <= _FEW:  # one home: a dict lookup per row, not np.unique's sort and a mask per location
+            for i, loc in enumerate(locs.tolist()):
+                dev = self.location_dev.get(loc)
+                if dev is not None:
+                    level[i] += basis[i] @ dev
+            return level
         for loc in np.unique(locs):
             dev = self.location_dev.get(loc)
             if dev is not None:
@@ -180,6 +186,9 @@ class MarketIndex:
         """The index as a tidy table (month number, city level, forecast flag) for reports."""
         t = np.arange(self.first_month, self.last_month + months_ahead + 1)
         return pd.DataFrame({"month": t, "city_log_index": self.city(t), "forecast": t > self.last_month})
+
+
+_FEW = 16  # up to this many rows, ``value`` loops over rows
 
 
 def _hat_basis(t: np.ndarray, knots: np.ndarray) -> np.ndarray:

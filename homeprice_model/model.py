@@ -217,7 +217,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         if self.calibration_horizons is None or not len(self.calibration_horizons):
             return np.full(len(months), self.conformal_quantile(level))
         widths = self.horizon_half_widths(level)
-        ahead = np.nan_to_num(months - self.reference_month, nan=1.0)
+        ahead = months - self.reference_month
+        ahead[np.isnan(ahead)] = 1.0  # no date: valued at the reference month
         return widths[np.clip(ahead, 1, len(widths)).astype(int) - 1]
 
     def conformal_quantile(self, level: float | None = None) -> float:
@@ -433,10 +434,13 @@ def isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.array([mean for mean, _, length in blocks for _ in range(int(length))], dtype=float)
 
 
+_PRICE_INDEX = pd.Index(PRICE_COLUMNS)  # built once: converting the column list cost more than the frame
+
+
 def _price_frame(out: Mapping[str, np.ndarray], index: pd.Index | None) -> pd.DataFrame:
-    """The price columns as one float block: cheaper than from a dict (24 us against 33 us, one row)."""
+    """The price columns as one float block (cheaper than from a dict), over the built column index."""
     return pd.DataFrame(
-        np.column_stack([out[c] for c in PRICE_COLUMNS]), columns=list(PRICE_COLUMNS), index=index
+        np.column_stack([out[c] for c in PRICE_COLUMNS]), columns=_PRICE_INDEX, index=index, copy=False
     )
 
 
