@@ -182,6 +182,11 @@ ui = Starlette(routes=[Route("/", _page)])
     name="homeprice",
     traffic={"timeout": 120},
     http={"cors": {"enabled": False}},
+    # No OpenTelemetry span per single-home request: with no exporter configured they go nowhere, and
+    # making them cost about a quarter of a /predict request's CPU (bench/serving_bench.py). Every
+    # prediction is in the prediction log and the metrics either way; a BENTOML_CONFIG that sets
+    # tracing.excluded_urls (e.g. to []) overrides this default.
+    tracing={"excluded_urls": ["/predict$"]},
 )
 class HomePrice:
     """Price homes with the champion model (and, in a rollout, the candidate): one, many, explained."""
@@ -352,8 +357,10 @@ class HomePrice:
             return None
 
     @bentoml.api
-    def predict(self, home: Home, ctx: bentoml.Context) -> Prediction:
+    async def predict(self, home: Home, ctx: bentoml.Context) -> Prediction:
         """Price one home: the price, its interval, and the model version and role that made it."""
+        # Priced on the event loop: one home takes a fraction of a millisecond, less than the hop to a
+        # worker thread and back that a sync API makes (batches keep the thread: they take seconds).
         return self._price("predict", Batch.from_homes([home]), self._client_key(ctx)).predictions()[0]
 
     @bentoml.api
