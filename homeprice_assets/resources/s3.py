@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 from urllib.parse import urlparse
 
 from dagster_aws.s3 import S3Resource
 
+# What boto3 reads its credentials and region from: a client is reused only while these are unchanged.
+_CLIENT_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
 
-def s3_client(endpoint_url: str | None = None, region_name: str | None = None):
+
+def s3_client(endpoint_url: str | None = None, region_name: str | None = None) -> Any:
+    """The process's S3 client for these settings, built once.
+
+    Building a boto3 client parses its service model (a large JSON file): about 0.5 s, which every
+    read and write of every month paid before (37% of a production-profile ingest). Clients are
+    thread-safe and refresh temporary credentials themselves; a changed AWS environment or a forked
+    process gets a new one.
+    """
+    env = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    return _cached_client(endpoint_url, region_name, env, os.getpid())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_client(
+    endpoint_url: str | None, region_name: str | None, env: tuple[str | None, ...], pid: int
+) -> Any:
     return S3Resource(endpoint_url=endpoint_url, region_name=region_name).get_client()
 
 
