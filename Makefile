@@ -3,6 +3,10 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 export HOMEPRICE_HOME ?= $(CURDIR)/.homeprice
+# Python caches compiled modules (.pyc) in the venv on first import. A shell or CI runner with
+# PYTHONDONTWRITEBYTECODE set would make every process (each CLI call, code server, Bento worker, test
+# subprocess) compile Dagster, MLflow and SciPy from source again: seconds per process start.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install run dev test test-fast lint bench clean
 
