@@ -7,25 +7,28 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from homeprice_assets.rollout.evaluation import Comparison, Health
+from homeprice_assets.training.reports import pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _png(fig: plt.Figure) -> str:
+def _png(fig: Figure) -> str:
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def evidence_plot(comparison: Comparison) -> plt.Figure:
+def evidence_plot(comparison: Comparison) -> Figure:
     """Cumulative evidence (log Lambda_n) against the always-valid boundary log(1/alpha)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     n = len(comparison.path)
     if n:
@@ -42,8 +45,9 @@ def evidence_plot(comparison: Comparison) -> plt.Figure:
     return fig
 
 
-def accuracy_plot(rows: pd.DataFrame) -> plt.Figure:
+def accuracy_plot(rows: pd.DataFrame) -> Figure:
     """Predicted vs sale price per model version and role (log-log)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for (version, role), group in rows.groupby(["model_version", "model_role"]):
         ax.scatter(group["sale_price"], group["price"], s=6, alpha=0.4, label=f"v{version} {role}")
@@ -59,6 +63,7 @@ def accuracy_plot(rows: pd.DataFrame) -> plt.Figure:
 
 
 def write_accuracy_plot(rows: pd.DataFrame, path: Path) -> Path:
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = accuracy_plot(rows)
     fig.savefig(path, dpi=90, bbox_inches="tight")

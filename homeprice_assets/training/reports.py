@@ -12,17 +12,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from homeprice_assets.training import metrics as M
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _CSS = """
@@ -35,12 +34,24 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 """
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported when a picture is drawn: importing it costs every
+    process that loads the definitions (each CLI call, run worker, code server) about half a second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def png_base64(path: str | Path) -> str:
     """A PNG file as a ``data:`` URI for an ``<img src>``."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
+    plt = pyplot()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -104,6 +115,7 @@ def validation_report(
     frame is row-aligned with it and has ``price`` (and optionally ``price_lower``/``price_upper``). Churn is
     computed between ``champion`` and ``challenger`` when both are present.
     """
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     y = validation["sale_price"].to_numpy(dtype=float)
@@ -232,6 +244,7 @@ def ratio_study_summary(y: np.ndarray, price: Any, locations: np.ndarray) -> dic
 
 def ratio_study_plot(studies: dict[str, dict[str, Any]], path: Path) -> Path:
     """Median ratio and COD by value decile, PRD and PRB per model, each with its IAAO band shaded."""
+    plt = pyplot()
     bands = M.IAAO_BANDS
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
     (ax_ratio, ax_cod), (ax_prd, ax_prb) = axes
@@ -345,6 +358,7 @@ def explanation_report(
     index, which is not a tree feature, is reported alongside as ``market_index`` (its spread across the
     sample). When SHAP fails (or ``force_fallback``), permutation importance is used and the page says so.
     """
+    plt = pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if len(sample) > max_rows:
