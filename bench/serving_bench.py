@@ -7,8 +7,10 @@ same run: (1) the raw model in-process, no HTTP: ``Booster.predict`` on a ready 
 columnar path ``predict_columns`` (what the service calls), and ``pyfunc.predict`` through MLflow's schema
 enforcement, one home and a large batch each, with ratios to ``Booster.predict``; (2) a minimal
 Starlette app around the same pyfunc under uvicorn, (3) `bentoml serve` of this project's service, which
-also validates, logs every prediction and keeps metrics. Every load loop is bounded in count and time and
-talks to 127.0.0.1 only. Ratios are against the Starlette app, measured in the same invocation.
+also validates, logs every prediction and keeps metrics, with /predict answered by its fast path (the
+``FastApi`` middleware) and again by BentoML's API dispatch (``HOMEPRICE_FAST_PREDICT=0``). Every load
+loop is bounded in count and time and talks to 127.0.0.1 only. Ratios are against the Starlette app,
+measured in the same invocation.
 
 The load client is deliberately light, and the same for every server: ``http.client`` with one keep-alive
 connection per client thread and request bodies encoded before the clock starts (the 100k-home batch too).
@@ -302,10 +304,17 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             args, env, homes, big, model, input_example(split.train), servers["bentoml (homeprice)"], tmp
         )
         return
+    # the same service with /predict answered by BentoML's API dispatch instead of the fast path
+    servers["bentoml (dispatch)"] = servers["bentoml (homeprice)"]
+    server_env = {"bentoml (dispatch)": {"HOMEPRICE_FAST_PREDICT": "0"}}
     for name, cmd in servers.items():
         port = free_port()
         proc = start(
-            [*cmd, "--port", str(port)], env, f"http://127.0.0.1:{port}/predict", tmp / f"{port}.log", REPO
+            [*cmd, "--port", str(port)],
+            {**env, **server_env.get(name, {})},
+            f"http://127.0.0.1:{port}/predict",
+            tmp / f"{port}.log",
+            REPO,
         )
         try:
             base = f"http://127.0.0.1:{port}"
