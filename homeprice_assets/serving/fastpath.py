@@ -23,7 +23,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
-from homeprice_assets.serving.middleware import ASGIApp, Message, Scope
+from homeprice_assets.serving.middleware import ASGIApp, Message, Scope, send_json
 
 UNEXPECTED = {"error": "An unexpected error has occurred, please check the server log."}
 # The switch is read when the server builds its app (never at import): "0" sends the route back through
@@ -93,18 +93,7 @@ class FastApi:
         except Exception as exc:  # every error gets the answer BentoML gives it
             await self.error(exc, scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *self.trace_headers(),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, body, self.trace_headers())
 
     def trace_headers(self) -> list[tuple[bytes, bytes]]:
         """What BentoML adds to an API's answer: its server name and, if tracing made them, the ids."""

@@ -13,6 +13,27 @@ ASGIApp = Callable[
 ]
 
 
+async def send_json(
+    send: Callable[[Message], Awaitable[None]],
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """One whole JSON answer, sent as two ASGI messages (no Starlette response object per request)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class JsonOnly:
     """POSTs to the API must be JSON: BentoML would otherwise try (and fail with a 500) to parse e.g. a
     multipart body without a boundary. Pages under ``exempt`` and bodiless requests pass through."""
@@ -32,16 +53,6 @@ class JsonOnly:
                 body = json.dumps(
                     {"error": f"Content-Type: expected application/json, got {ctype!r}"}
                 ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 415,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, 415, body)
                 return
         await self.app(scope, receive, send)
