@@ -19,6 +19,7 @@ import pandas as pd
 from homeprice_assets.replay import facts as F
 from homeprice_assets.replay.policies import POLICIES
 from homeprice_assets.replay.runner import MODEL_NAME, ReplaySpec, open_instance, policy_paths
+from homeprice_assets.training.reports import pyplot
 
 REPLAY_EXPERIMENT = "homeprice-replay"
 MARKERS = {"promoted": ("^", "tab:green"), "blocked": ("x", "tab:orange"), "rollback": ("v", "tab:red")}
@@ -162,11 +163,9 @@ def time_markdown(doc: dict[str, Any]) -> str:
 
 
 def _plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
-    import matplotlib
-    import matplotlib.ticker
+    from matplotlib.ticker import PercentFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths: dict[str, Path] = {}
     policies = doc["policies"]
@@ -195,7 +194,7 @@ def _plots(doc: dict[str, Any], out: Path) -> dict[str, Path]:
         ]
         ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, fontsize=8, ncol=4)
         ax.set_ylabel(label)
-        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_title(
             f"Live {label} by sale month (valuations made before the sale); events marked at the month "
             "whose arrival triggered them"
