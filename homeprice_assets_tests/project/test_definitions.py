@@ -45,6 +45,15 @@ def _graphql(port: int, query: str) -> dict:
 
 
 @pytest.mark.slow
+def test_loading_the_definitions_does_not_import_pyplot() -> None:
+    """Every CLI call, run worker and code server loads the definitions: the reports import matplotlib's
+    pyplot only when they draw (importing it cost about half a second per process)."""
+    code = "import sys, homeprice_assets.definitions; print(sorted(m for m in sys.modules if 'pyplot' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_dagster_dev_serves_the_graph(tmp_path: Path) -> None:
     port = _free_port()
     env = {
