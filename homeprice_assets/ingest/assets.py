@@ -38,6 +38,7 @@ from homeprice_assets.features import assets as features
 from homeprice_assets.features.engineering import FEATURE_VERSION, feature_table
 from homeprice_assets.features.engineering import FEATURES as FEATURE_NAMES
 from homeprice_assets.ingest import checks
+from homeprice_assets.ingest.history import latest_records, prior_months, window
 from homeprice_assets.ingest.reading import UnreadableFile, read_with_config, row_months
 from homeprice_assets.ingest.report import (
     DATA_CONFIG_KEY,
@@ -110,22 +111,13 @@ _BLOCKING = {spec.key for spec in ALL_CHECKS if spec.blocking}
 _QUIET = DagsterLogManager.create(loggers=[])
 
 
-def _recent_row_counts(
-    instance: dg.DagsterInstance, month: str, lookback: int, known: list[str]
-) -> list[int]:
-    """Row counts of the months before ``month``, from their latest ``clean_sales`` metadata."""
-    prior = sorted(m for m in known if m < month)[-lookback:]
-    if not prior:
-        return []
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=CLEAN, asset_partitions=prior), limit=lookback * 5
-    ).records
-    latest: dict[str, int] = {}
-    for record in records:  # newest first
-        mat = record.asset_materialization
-        if mat and mat.partition not in latest and "rows" in mat.metadata:
-            latest[mat.partition] = int(mat.metadata["rows"].value)
-    return list(latest.values())
+def _has_rows(mat: dg.AssetMaterialization) -> bool:
+    return "rows" in mat.metadata
+
+
+def _has_level(mat: dg.AssetMaterialization) -> bool:
+    value = mat.metadata.get(features.LEVEL_KEY)
+    return value is not None and float(value.value) > 0
 
 
 @dataclass
@@ -139,6 +131,10 @@ class _Run:
     scan: LandingScan
     known: list[str]  # every registered sale month (for the row-count and price-level history)
     cleaned: set[str]  # months with clean sales: the freshness check's "newest cleaned"
+    # each month's latest clean row count and (positive) price level: read once for the months the run's
+    # checks look back on, then kept up to date as the run materializes its months
+    row_counts: dict[str, int]
+    levels: dict[str, float]
     selected: set[dg.AssetKey]
     selected_checks: set[dg.AssetCheckKey]
     config_digest: str
@@ -343,6 +339,7 @@ def _clean_stage(run: _Run, month: str, raw: pd.DataFrame, raw_record) -> Iterat
             CLEAN, month, result.clean, clean_meta, _frame_version(result.clean), inputs
         )
         run.cleaned.add(month)
+        run.row_counts[month] = len(result.clean)
     if QUARANTINE in run.selected:
         quarantine_meta = {"rows": len(result.quarantine), **rule_meta}
         version = _frame_version(result.quarantine)
@@ -357,7 +354,7 @@ def _clean_stage(run: _Run, month: str, raw: pd.DataFrame, raw_record) -> Iterat
         checks.null_rate_check(result.clean, config, raw.columns),
         checks.row_count(
             len(result.clean),
-            _recent_row_counts(run.instance, month, config.row_count_lookback, run.known),
+            list(window(run.row_counts, run.known, month, config.row_count_lookback).values()),
             config,
         ),
         checks.freshness(
@@ -378,8 +375,10 @@ def _features_stage(run: _Run, month: str, clean: pd.DataFrame, clean_record) ->
         features.LEVEL_KEY: -1.0 if level is None else level,
     }
     yield from run.materialize(FEATURES, month, table, metadata, inputs={CLEAN: clean_record})
+    if level is not None and level > 0:
+        run.levels[month] = level
     bound = run.settings.monitoring.price_level
-    recent = features.recent_levels(run.instance, month, bound.lookback_months, run.known)
+    recent = window(run.levels, run.known, month, bound.lookback_months)
     results = [features.finite_features(table), features.price_level(month, level, recent, bound)]
     return list(run.evaluate(FEATURES, month, results))
 
@@ -443,19 +442,34 @@ def ingest_sales(
     scan = landing.scan(config)
     for aside in scan.set_aside:
         context.log.warning(f"landing zone: {aside.key!r} is in no month: {aside.reason}")
+    months = sorted(context.partition_keys)
+    known = list(context.instance.get_dynamic_partitions(sale_month_partitions.name))
+    selected = set(context.selected_asset_keys)
+    row_counts, levels = {}, {}
+    if CLEAN in selected:
+        prior = prior_months(known, months, config.row_count_lookback)
+        records = latest_records(context.instance, CLEAN, prior, _has_rows)
+        row_counts = {m: int(r.asset_materialization.metadata["rows"].value) for m, r in records.items()}
+    if FEATURES in selected:
+        prior = prior_months(known, months, project.monitoring.price_level.lookback_months)
+        records = latest_records(context.instance, FEATURES, prior, _has_level)
+        levels = {
+            m: float(r.asset_materialization.metadata[features.LEVEL_KEY].value) for m, r in records.items()
+        }
     run = _Run(
         context=context,
         config=config,
         settings=project,
         landing=landing,
         scan=scan,
-        known=list(context.instance.get_dynamic_partitions(sale_month_partitions.name)),
+        known=known,
         cleaned=set(context.instance.get_materialized_partitions(CLEAN)),
-        selected=set(context.selected_asset_keys),
+        row_counts=row_counts,
+        levels=levels,
+        selected=selected,
         selected_checks=set(context.selected_asset_check_keys),
         config_digest=data_config_digest(config),
     )
-    months = sorted(context.partition_keys)
     if len(months) > 1:
         context.log.info(f"ingesting {len(months)} month(s) {months[0]}..{months[-1]} in this run")
     for month in months:

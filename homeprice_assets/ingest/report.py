@@ -25,6 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster._core.utils import make_new_run_id
 
 from homeprice_assets.config import DataConfig
+from homeprice_assets.ingest.history import latest_records
 from homeprice_assets.ingest.status import LANDED_DIGEST_KEY
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, SetAside, month_digest
 
@@ -255,24 +256,7 @@ class RunEvents:
         return self._runs[run_id]
 
 
-def earlier_outcome(
-    instance: dg.DagsterInstance, month: str, digest: str, config_digest: str, events: RunEvents | None = None
-) -> MonthOutcome | None:
-    """What happened when exactly these files and data settings of ``month`` were ingested, if they were.
-
-    Read from the month's latest ``raw_sales`` materialization (which names its files' and settings'
-    digests) and that run's events for the month; runs from before range runs are found by their tags.
-    """
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_sales"), asset_partitions=[month]), limit=1
-    ).records
-    mat = records[0].asset_materialization if records else None
-    meta = {k: _metadata_value(v) for k, v in (mat.metadata if mat else {}).items()}
-    if mat is None or meta.get(LANDED_DIGEST_KEY) != digest or meta.get(DATA_CONFIG_KEY) != config_digest:
-        run = earlier_run(instance, month, digest, config_digest)
-        return _earlier_outcome(month, run) if run is not None else None
-    run_id = records[0].run_id
-    stored = (events or RunEvents(instance)).of(run_id)
+def _outcome_from_events(month: str, run_id: str, stored: list[Any]) -> MonthOutcome:
     evaluations = [
         e.event_specific_data for e in stored if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
     ]
@@ -284,6 +268,69 @@ def earlier_outcome(
     summary, reasons, _ = _judge(month, evaluations, materializations, stored)
     state: State = "failed_before" if reasons else "unchanged"
     return MonthOutcome(month, state, summary=summary, reasons=reasons, run_id=run_id)
+
+
+def _made_from(record: dg.EventLogRecord | None, digest: str, config_digest: str) -> bool:
+    """Was this ``raw_sales`` materialization made from exactly these files and data settings?"""
+    mat = record.asset_materialization if record else None
+    meta = {k: _metadata_value(v) for k, v in (mat.metadata if mat else {}).items()}
+    made_from = (meta.get(LANDED_DIGEST_KEY), meta.get(DATA_CONFIG_KEY))
+    return mat is not None and made_from == (digest, config_digest)
+
+
+def earlier_outcome(
+    instance: dg.DagsterInstance, month: str, digest: str, config_digest: str, events: RunEvents | None = None
+) -> MonthOutcome | None:
+    """What happened when exactly these files and data settings of ``month`` were ingested, if they were.
+
+    Read from the month's latest ``raw_sales`` materialization (which names its files' and settings'
+    digests) and that run's events for the month; runs from before range runs are found by their tags.
+    """
+    return earlier_outcomes(instance, {month: digest}, config_digest, events)[month]
+
+
+def earlier_outcomes(
+    instance: dg.DagsterInstance,
+    digests: dict[str, str],
+    config_digest: str,
+    events: RunEvents | None = None,
+) -> dict[str, MonthOutcome | None]:
+    """``earlier_outcome`` of each month of ``digests`` ({month: digest of its landed files}), read in a
+    few queries for all of them (the latest ``raw_sales`` of every month at once, each run's events once,
+    the tagged runs of every month not found that way at once) rather than a few queries per month."""
+    events = events or RunEvents(instance)
+    raw = latest_records(instance, dg.AssetKey("raw_sales"), list(digests))
+    out: dict[str, MonthOutcome | None] = {}
+    missing = []
+    for month, digest in digests.items():
+        record = raw.get(month)
+        if record is not None and _made_from(record, digest, config_digest):
+            out[month] = _outcome_from_events(month, record.run_id, events.of(record.run_id))
+        else:
+            missing.append(month)
+    if len(missing) == 1:
+        run = earlier_run(instance, missing[0], digests[missing[0]], config_digest)
+        out[missing[0]] = _earlier_outcome(missing[0], run) if run is not None else None
+    elif missing:
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name="ingest_job",
+                statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+                tags={
+                    "dagster/partition": missing,
+                    LANDED_DIGEST_TAG: sorted({digests[m] for m in missing}),
+                    DATA_CONFIG_TAG: config_digest,
+                },
+            )
+        )
+        newest: dict[tuple[str, str], dg.DagsterRun] = {}
+        for run in runs:  # newest first
+            key = (run.tags.get("dagster/partition", ""), run.tags.get(LANDED_DIGEST_TAG, ""))
+            newest.setdefault(key, run)
+        for month in missing:
+            run = newest.get((month, digests[month]))
+            out[month] = _earlier_outcome(month, run) if run is not None else None
+    return {month: out[month] for month in digests}
 
 
 def partition_blocks(instance: dg.DagsterInstance, months: Sequence[str]) -> list[list[str]]:
@@ -388,11 +435,11 @@ def ingest_months(
         register(instance, todo)
     report = IngestReport(in_no_month=list(scan.set_aside))
     outcomes: dict[str, MonthOutcome] = {}
-    events = RunEvents(instance)
     digests = {month: month_digest(scan.files, month) for month in todo}
+    earlier_ones = earlier_outcomes(instance, digests, config_digest)
     to_run = []
     for month in todo:
-        earlier = earlier_outcome(instance, month, digests[month], config_digest, events)
+        earlier = earlier_ones[month]
         if earlier is not None:
             outcomes[month] = earlier
         else:

@@ -140,6 +140,36 @@ def test_a_range_run_records_what_month_by_month_runs_do(tmp_path: Path, bundled
     assert outcomes["2013-05"].state == "ran" and outcomes["2013-05"].summary.endswith("0 quarantined")
 
 
+@pytest.mark.slow
+def test_a_range_run_after_earlier_runs_compares_with_their_months(
+    tmp_path: Path, bundled_sales: pd.DataFrame
+) -> None:
+    """A range run reads the row counts and price levels of the months before it once, at its start: months
+    ingested by earlier runs (and the bad ones among them, held back there) count as month-by-month runs
+    would count them."""
+    homes = {way: tmp_path / way for way in ("by_month", "range")}
+    recorded = {}
+    for way, root in homes.items():
+        zone = _land(root, bundled_sales)
+        (root / "dagster").mkdir()
+        storage = ParquetStorage(base_dir=str(root / "storage"))
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            for block in (MONTHS[:2], MONTHS[2:4], MONTHS[4:], MONTHS[1:]):  # the last: all again
+                if way == "by_month":
+                    for month in block:
+                        ingest_month(month, instance, zone, storage)
+                else:
+                    ingest_range(block, instance, zone, storage)
+            recorded[way] = _record(instance, root)
+    by_month, ranged = recorded["by_month"], recorded["range"]
+    assert sorted(by_month) == sorted(ranged)
+    for name in sorted(by_month):
+        assert ranged[name] == by_month[name], name
+    # 2013-05 was judged on the earlier runs' months: 2013-04 never got clean sales, 2013-03 no features
+    assert by_month["clean_sales.row_count 2013-05"][2]["recent_months"] == 3
+    assert by_month["sale_features.price_level 2013-05"][2]["months_compared"] == ["2013-01", "2013-02"]
+
+
 def test_landing_sensor_after_a_range_run_asks_per_month(
     instance: dg.DagsterInstance, landing: LocalLandingZone, storage: ParquetStorage, bundled_sales
 ) -> None:
