@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -16,6 +20,7 @@ from homeprice_assets.ingest.report import partition_blocks, range_tags
 from homeprice_assets.partitions import register_months, sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LandingZone
+from homeprice_assets.sqlite_storage import instance_settings
 
 # raw_sales, clean_sales, quarantined_sales and sale_features: one range-aware step computes all four
 INGEST_ASSETS = [ingest_sales]
@@ -142,3 +147,17 @@ def register_model(registry, model, example, tags: dict | None = None) -> str:
     from homeprice_assets.training.tracking import register_price_model
 
     return register_price_model(registry, model, example, tags)
+
+
+@contextmanager
+def project_instance(base_dir: str | os.PathLike[str] | None = None) -> Iterator[dg.DagsterInstance]:
+    """A test instance on the storage a local homeprice instance uses (``sqlite_storage``), in ``base_dir``
+    (a new temporary folder if None). The files have the layout of Dagster's default SQLite storage, so a
+    process pointed at ``base_dir`` as its ``DAGSTER_HOME`` reads the same runs and events. Dagster's stock
+    test storage flushes the disk for every event, which made in-process runs far slower than a user's."""
+    with ExitStack() as stack:
+        if base_dir is None:
+            base_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        base = Path(base_dir)
+        base.mkdir(parents=True, exist_ok=True)
+        yield stack.enter_context(dg.instance_for_test(temp_dir=str(base), overrides=instance_settings(base)))

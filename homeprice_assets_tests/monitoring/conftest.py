@@ -21,6 +21,7 @@ from dagster._core.definitions.sensor_definition import SensorExecutionData
 from homeprice_assets.monitoring.notify import Notifier
 from homeprice_assets.monitoring.settings import AutomationSettings
 from homeprice_assets.resources.landing import LocalLandingZone
+from homeprice_assets_tests.helpers import project_instance
 
 
 @dataclass
@@ -123,8 +124,7 @@ def notifier(webhook: WebhookReceiver, smtp: SmtpReceiver, tmp_path: Path) -> No
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
     """A persistent (SQLite) instance in the test's folder: sensors need real event and run storage."""
-    (tmp_path / "dagster").mkdir(exist_ok=True)
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+    with project_instance(tmp_path / "dagster") as inst:
         yield inst
 
 

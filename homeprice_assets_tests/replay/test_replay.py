@@ -20,6 +20,7 @@ from homeprice_assets.replay.policies import GATES_OFF, POLICIES, merge, resolve
 from homeprice_assets.replay.runner import ReplaySpec, month_range, open_instance, policy_paths
 from homeprice_assets.replay.sensors import live_error_breach
 from homeprice_assets.resources.registry import ModelRegistry
+from homeprice_assets_tests.helpers import project_instance
 
 SMALL = {
     "training": {
@@ -95,7 +96,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReplaySpec, dg.E
         "overrides_json": json.dumps(SMALL),
         "home": str(tmp / "replay"),
     }
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         result = dg.materialize(
             [replay_report],
             instance=instance,

@@ -14,6 +14,7 @@ from homeprice_assets.resources.landing import LocalLandingZone
 from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.resources.storage import ParquetStorage
 from homeprice_assets.rollout.assets import PredictionLogResource, ground_truth, rollout_evaluation
+from homeprice_assets_tests.helpers import project_instance
 
 GT, EVAL = dg.AssetKey("ground_truth"), dg.AssetKey("rollout_evaluation")
 
@@ -35,7 +36,7 @@ def test_new_month_requests_ground_truth_then_the_evaluation(tmp_path: Path) -> 
     defs = dg.Definitions(
         assets=[raw_sales, clean_sales, ground_truth, rollout_evaluation], resources=resources
     )
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert result.total_requested == 0  # nothing landed, nothing to do
         land_history(resources["landing"], load_config().data, since="2014-07", until="2014-07")

@@ -11,6 +11,7 @@ from homeprice_assets.monitoring.sensors.alerts import build_promotion_alert_sen
 from homeprice_assets.resources.registry import ModelRegistry
 from homeprice_assets.rollout.sensors import champion_moved
 from homeprice_assets.rollout.state import Action
+from homeprice_assets_tests.helpers import project_instance
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 
 
@@ -19,7 +20,7 @@ def test_a_rollback_makes_the_bento_due_and_is_not_announced_twice(
     webhook: WebhookReceiver,  # noqa: F811
 ) -> None:
     action = Action("rollback", "3", "live PPE10 19% < 25%", {"from": "2"}, previous_champion="2")
-    with dg.instance_for_test() as instance:
+    with project_instance() as instance:
         before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         instance.report_runless_asset_event(champion_moved(action, "rollout_actions"))
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)

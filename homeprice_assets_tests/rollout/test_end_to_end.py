@@ -45,7 +45,7 @@ from homeprice_assets.training.metrics import mdape
 from homeprice_assets.training.model import fit_price_model
 from homeprice_assets.training.splits import time_split
 from homeprice_assets.training.tracking import coerce_inputs, input_example
-from homeprice_assets_tests.helpers import register_model
+from homeprice_assets_tests.helpers import project_instance, register_model
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 from homeprice_assets_tests.serving.conftest import home_payload, start_server, stop_server, wait_ready
 
@@ -202,8 +202,7 @@ def world(
     )
     try:
         wait_ready(server)
-        (tmp_path / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        with project_instance(tmp_path / "dagster") as instance:
             yield World(
                 home,
                 uri,
