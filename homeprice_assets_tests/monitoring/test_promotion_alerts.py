@@ -17,7 +17,8 @@ from homeprice_assets.monitoring.settings import AutomationSettings
 
 from .conftest import SmtpReceiver, WebhookReceiver, apply, build_location
 
-FAST = {"training": {"explain_sample": 200}}
+# Quick fits: these runs test the alerts, not accuracy.
+FAST = {"training": {"explain_sample": 200, "params": {"num_boost_round": 300, "early_stopping_rounds": 30}}}
 
 
 @pytest.mark.slow

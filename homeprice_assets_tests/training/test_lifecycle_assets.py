@@ -73,6 +73,11 @@ class Env:
         return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+# Quick fits and a small SHAP sample: these runs test the lifecycle's hand-offs, not accuracy (the forward
+# accuracy of the default parameters is test_model.py's). SHAP on 2000 rows was 44% of this file's time.
+QUICK = {"num_boost_round": 300, "early_stopping_rounds": 30}
+EXPLAIN = 200
+
 LIFECYCLE = [
     "training_set",
     "validation_set",
@@ -95,7 +100,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> Ite
 
 @pytest.fixture(scope="module")
 def first(env: Env) -> dg.ExecuteInProcessResult:
-    result = env.run(LIFECYCLE)
+    result = env.run(LIFECYCLE, training={"params": QUICK, "explain_sample": EXPLAIN})
     assert result.success
     return result
 
@@ -225,8 +230,6 @@ def test_a_model_pickled_by_an_older_release_still_predicts(features: pd.DataFra
     np.testing.assert_allclose(old.predict(None, split.validation)["price"].to_numpy(), expected)
 
 
-# Quick fits: these runs test the hand-off of versions, not accuracy.
-QUICK = {"num_boost_round": 300, "early_stopping_rounds": 30}
 # The second run's model must pass whatever it scores, so the relative gates are opened wide.
 LENIENT = {
     "max_mdape_increase": 10.0,
@@ -241,9 +244,13 @@ def test_back_to_back_runs_each_handle_their_own_model(env: Env, first: dg.Execu
     """Each run validates, promotes and documents the version it trained, and the second run is judged
     against the champion the first one left (not one read before it ran, nor a newer challenger)."""
     before = env.alias(CHAMPION)
-    a = env.run(LIFECYCLE, training={"params": QUICK}, promotion=LENIENT)
+    a = env.run(LIFECYCLE, training={"params": QUICK, "explain_sample": EXPLAIN}, promotion=LENIENT)
     after_a = env.alias(CHAMPION)
-    b = env.run(LIFECYCLE, training={"params": {**QUICK, "time_feature": False}}, promotion=LENIENT)
+    b = env.run(
+        LIFECYCLE,
+        training={"params": {**QUICK, "time_feature": False}, "explain_sample": EXPLAIN},
+        promotion=LENIENT,
+    )
     assert a.success and b.success
     va, vb = _meta(a, "price_model")["model_version"], _meta(b, "price_model")["model_version"]
     assert int(vb) == int(va) + 1
@@ -284,7 +291,12 @@ def test_in_shadow_mode_a_passing_challenger_becomes_the_candidate(
 
     cursor = tick(None)  # the promotions so far
     webhook.posts.clear()
-    result = env.run(LIFECYCLE, training={"params": QUICK}, promotion=LENIENT, rollout={"mode": "shadow"})
+    result = env.run(
+        LIFECYCLE,
+        training={"params": QUICK, "explain_sample": EXPLAIN},
+        promotion=LENIENT,
+        rollout={"mode": "shadow"},
+    )
     assert result.success
     version = _meta(result, "price_model")["model_version"]
     promoted = _meta(result, "promoted_model")
