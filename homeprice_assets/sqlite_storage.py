@@ -6,10 +6,12 @@ fsyncs per event (WAL, database, folder). An ingest month records about 16 event
 evaluations, a log line), so on a disk with slow flushes most of an ingest was spent waiting for them
 (24 months: 29.4 s, against 22.5 s with this storage and 22 s on tmpfs, on one machine in one session).
 
-This storage keeps one idle connection open to each database the process is writing (the index and the
-runs it is executing), so a WAL is checkpointed when it grows (SQLite's ``wal_autocheckpoint``, 1000 pages)
-or when its run ends; keeps each database's engine, so SQLAlchemy compiles a statement once, not once per
-event; and writes with ``synchronous=NORMAL``, the setting SQLite documents for WAL: the
+This storage keeps one connection open to each database the process is writing (the index and the runs it
+is executing) and runs their statements on it, so a WAL is checkpointed when it grows (SQLite's
+``wal_autocheckpoint``, 1000 pages) or when its run ends, and no event opens a connection of its own;
+keeps each other database's engine, so SQLAlchemy compiles a statement once, not once per event; remembers
+the index's tables (Dagster asked at every asset event, with a new engine); and writes with
+``synchronous=NORMAL``, the setting SQLite documents for WAL: the
 database cannot be corrupted by a crash; a power cut may lose the last transactions. Files and layout are
 those of ``storage: sqlite``, so a home made before keeps its history. A run's event file now changes only
 at checkpoints, so the live log watcher (the UI's run page) also watches the run's WAL file.
@@ -48,7 +50,7 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 from watchdog.events import FileSystemEvent
 from watchdog.observers import Observer
 
@@ -62,37 +64,46 @@ _MAX_KEPT_RUNS = 8
 
 
 class _KeptOpen:
-    """Idle connections that stop SQLite from checkpointing a WAL database at every close."""
+    """Engines of one kept-open connection each, to the databases this process writes (LRU).
+
+    The open connection stops SQLite from checkpointing the WAL at every close (module doc), and each
+    statement runs on it instead of on a new connection (opening one, with its pragmas, was about 7% of an
+    ingest). A ``StaticPool`` engine hands its one connection to every caller: callers take the storage's
+    lock first (``_connect``), so one uses it at a time. Releasing a database closes its connection: the
+    last close checkpoints the WAL into the database.
+    """
 
     def __init__(self, limit: int) -> None:
-        self._connections: OrderedDict[str, sqlite3.Connection] = OrderedDict()
-        self._lock = threading.Lock()
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._limit = limit
 
-    def hold(self, path: str) -> None:
-        with self._lock:
-            if path in self._connections:
-                self._connections.move_to_end(path)
-                return
-            connection = sqlite3.connect(path, check_same_thread=False)
-            # a read maps the WAL index: from now on this connection counts as open to SQLite
-            connection.execute("PRAGMA schema_version").fetchone()
-            self._connections[path] = connection
-            while len(self._connections) > self._limit:
-                self._connections.popitem(last=False)[1].close()
+    def engine(self, conn_string: str) -> Engine | None:
+        return self._engines.get(conn_string)
 
-    def release(self, path: str) -> None:
-        with self._lock:
-            connection = self._connections.pop(path, None)
-        if connection is not None:
-            connection.close()  # the last close checkpoints the WAL into the database
+    def hold(self, conn_string: str) -> None:
+        if conn_string in self._engines:
+            self._engines.move_to_end(conn_string)
+            return
+        engine = db.create_engine(
+            conn_string,
+            poolclass=StaticPool,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        db.event.listen(engine, "connect", _synchronous_normal)
+        with engine.connect() as conn:  # opened now, and kept: it counts as open to SQLite from now on
+            conn.exec_driver_sql("PRAGMA schema_version").fetchone()
+        self._engines[conn_string] = engine
+        while len(self._engines) > self._limit:
+            self._engines.popitem(last=False)[1].dispose()
+
+    def release(self, conn_string: str) -> None:
+        engine = self._engines.pop(conn_string, None)
+        if engine is not None:
+            engine.dispose()  # closes its connection: the last close checkpoints the WAL
 
     def release_all(self) -> None:
-        with self._lock:
-            connections = list(self._connections.values())
-            self._connections.clear()
-        for connection in connections:
-            connection.close()
+        while self._engines:
+            self._engines.popitem()[1].dispose()
 
 
 class _Engines:
@@ -148,8 +159,9 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines = _Engines(limit=64)  # before super's init, which reads the index
-        super().__init__(base_dir, inst_data)
         self._kept = _KeptOpen(limit=_MAX_KEPT_RUNS + 1)  # the runs and the index
+        self._tables: set[str] = set()
+        super().__init__(base_dir, inst_data)
 
     @classmethod
     def from_config_value(
@@ -161,23 +173,35 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
     def _connect(self, shard: str) -> Iterator[Connection]:
         """Dagster's ``_connect`` (one transaction under the storage's lock) on the shard's kept engine."""
         with self._db_lock:
-            engine = self._engines.get(self.conn_string_for_shard(shard))
+            conn_string = self.conn_string_for_shard(shard)
+            engine = self._kept.engine(conn_string) or self._engines.get(conn_string)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
 
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks at every asset event whether the index has a table (a new engine and connection
+        each time); a table that exists stays, so a yes is remembered."""
+        if table_name not in self._tables:  # not under the lock: Dagster asks inside its transactions too
+            engine = self._engines.get(self.conn_string_for_shard(INDEX_SHARD_NAME))
+            with engine.connect() as conn:
+                if engine.dialect.has_table(conn, table_name):
+                    self._tables.add(table_name)
+        return table_name in self._tables
+
     def store_event(self, event: EventLogEntry) -> None:
         super().store_event(event)  # creates the run's file on its first event
-        self._kept.hold(self.path_for_shard(INDEX_SHARD_NAME))
-        if not event.run_id:
-            return
-        run_file = self.path_for_shard(event.run_id)
-        if event.is_dagster_event and event.dagster_event_type in _RUN_ENDED:
-            self._kept.release(run_file)
-        else:
-            self._kept.hold(run_file)
+        with self._db_lock:
+            self._kept.hold(self.conn_string_for_shard(INDEX_SHARD_NAME))
+            if not event.run_id:
+                return
+            run_db = self.conn_string_for_shard(event.run_id)
+            if event.is_dagster_event and event.dagster_event_type in _RUN_ENDED:
+                self._kept.release(run_db)
+            else:
+                self._kept.hold(run_db)
 
     def watch(self, run_id: str, cursor: str | None, callback: Any) -> None:
         """Dagster's ``watch``, with a watcher that also wakes on the run's WAL file."""
@@ -191,13 +215,16 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         )
 
     def wipe(self) -> None:
-        self._kept.release_all()
-        self._engines.clear()
+        with self._db_lock:
+            self._kept.release_all()
+            self._engines.clear()
+            self._tables.clear()
         super().wipe()
 
     def dispose(self) -> None:
-        self._kept.release_all()
-        self._engines.clear()
+        with self._db_lock:
+            self._kept.release_all()
+            self._engines.clear()
         super().dispose()
 
 
