@@ -181,17 +181,21 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_dagster(self) -> subprocess.Popen:
+    def start_dagster(self, wait: bool = True) -> subprocess.Popen:
         """`dagster dev` (webserver + daemon) through `homeprice dev`, on a free port."""
         self.dagster_port = free_port()
         proc = self._start(
             "dagster-dev",
             [sys.executable, "-m", "homeprice_assets.cli", "dev", "--port", str(self.dagster_port)],
         )
-        wait_for("the Dagster webserver", lambda: self._alive(proc) and self.sensor_ticks(), 300, every=2)
+        if wait:
+            self.wait_dagster(proc)
         return proc
 
-    def start_bento(self) -> subprocess.Popen:
+    def wait_dagster(self, proc: subprocess.Popen) -> None:
+        wait_for("the Dagster webserver", lambda: self._alive(proc) and self.sensor_ticks(), 300, every=1)
+
+    def start_bento(self, wait: bool = True) -> subprocess.Popen:
         self.serve_port = free_port()
         cmd = [
             str(Path(sys.executable).with_name("bentoml")),
@@ -203,8 +207,12 @@ class Stack:
             str(self.serve_port),
         ]
         proc = self._start("bentoml", cmd)
-        wait_for("bentoml serve to be ready", lambda: self._alive(proc) and self._ready(), 300, every=1)
+        if wait:
+            self.wait_bento(proc)
         return proc
+
+    def wait_bento(self, proc: subprocess.Popen) -> None:
+        wait_for("bentoml serve to be ready", lambda: self._alive(proc) and self._ready(), 300, every=0.5)
 
     def _alive(self, proc: subprocess.Popen) -> bool:
         if proc.poll() is not None:
@@ -415,7 +423,7 @@ def run_scenario(
     month: str = "2016-07",
     config: dict[str, Any] | None = None,
     timeout: float = 1200,
-    settle_seconds: float = 20,
+    settle_seconds: float = 12,  # quiet for two sensor intervals (5 s) and more: no late run, no repeat alert
 ) -> Outcome:
     """`homeprice run` on [since, until], serve it, start the daemon, land ``month``, and watch."""
     stack = build_stack(root, hook.url, config)
@@ -425,11 +433,15 @@ def run_scenario(
     try:
         stack.homeprice("run", "--since", since, "--until", until)
         events.append((time.time(), f"`homeprice run` {since}..{until} done"))
-        stack.start_bento()
+        # Both servers start at once (each takes tens of seconds to import and load): the daemon's first
+        # ticks must request nothing whether or not the service is up yet.
+        t_dev = time.time()
+        bento = stack.start_bento(wait=False)
+        dagster = stack.start_dagster(wait=False)
+        stack.wait_bento(bento)
         first = stack.served_version(home)
         events.append((time.time(), f"bentoml serve ready, serving v{first}"))
-        t_dev = time.time()
-        stack.start_dagster()
+        stack.wait_dagster(dagster)
         events.append((time.time(), "dagster dev up (webserver + daemon)"))
 
         def ticked_twice() -> dict[str, list[dict[str, Any]]] | None:
@@ -461,7 +473,10 @@ def run_scenario(
             after = [r for r in runs if r.created >= t_land]
             lifecycle_done = any(r.what.startswith("lifecycle") and r.status not in ACTIVE for r in after)
             busy = any(r.status in ACTIVE for r in runs)
-            if lifecycle_done and not busy and (serving_at is not None or _blocked(hook)):
+            announced = serving_at is not None and any(
+                f"Promoted homeprice v{served} to champion" in title for title in hook.titles()
+            )
+            if lifecycle_done and not busy and (announced or _blocked(hook)):
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= settle_seconds:
                     break
