@@ -186,6 +186,8 @@ def test_metrics(server: Server, registry: Registry) -> None:
 def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_path) -> None:
     """A fresh registry name: /readyz 503 until a champion appears; then promotions swap without a failure."""
 
+    # the model promoted under load, fitted before (fitting while the server is hammered only slowed both)
+    newer = fit_price_model(registry.train, {"num_boost_round": 150})
     # the log writes only at shutdown here: what it holds then must still reach the table
     srv = start_server(
         registry,
@@ -211,7 +213,6 @@ def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_p
         thread = threading.Thread(target=hammer)
         thread.start()
         time.sleep(2)
-        newer = fit_price_model(registry.train, {"num_boost_round": 150})
         second = registry.register(newer, name="homeprice-swap")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(v == second for _, v in results):
