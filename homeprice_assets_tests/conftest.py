@@ -39,6 +39,16 @@ os.environ.pop("HOMEPRICE_CONFIG", None)
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with slow tests first, the many short ones after them (order within a file kept).
+
+    ``make test`` runs each file on one worker (``--dist loadfile --no-loadscope-reorder``) in this order, so
+    the short files fill the workers' ends. xdist's own order (files with the most tests first) left the
+    longest single-test files, such as the daemon test, to start last and run on one worker alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's stores, unless HOMEPRICE_KEEP_TEST_HOME=1 keeps them for a post-mortem."""
     if os.environ.get("HOMEPRICE_KEEP_TEST_HOME") != "1":
