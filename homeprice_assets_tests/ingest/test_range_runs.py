@@ -18,9 +18,10 @@ import pytest
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.assets import ALL_CHECKS, ingest_sales
 from homeprice_assets.ingest.jobs import ingest_job
-from homeprice_assets.ingest.report import MonthWatcher, outcome_of
+from homeprice_assets.ingest.report import MonthWatcher, ingest_months, outcome_of
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.sensors.landing import build_landing_sensor
+from homeprice_assets.partitions import register_months
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone, month_digest
 from homeprice_assets.resources.storage import ParquetStorage
@@ -168,6 +169,42 @@ def test_a_range_run_after_earlier_runs_compares_with_their_months(
     # 2013-05 was judged on the earlier runs' months: 2013-04 never got clean sales, 2013-03 no features
     assert by_month["clean_sales.row_count 2013-05"][2]["recent_months"] == 3
     assert by_month["sale_features.price_level 2013-05"][2]["months_compared"] == ["2013-01", "2013-02"]
+
+
+def test_homeprice_ingest_shows_each_month_as_it_is_done(
+    instance: dg.DagsterInstance, landing: LocalLandingZone, storage: ParquetStorage, bundled_sales
+) -> None:
+    """The progress bar advances per month while the range run goes on (from the events the instance
+    stores in this process), once per month, in order: when a month is shown, its features are stored
+    and the next month's are not yet."""
+    months = ["2014-01", "2014-02", "2014-03"]
+    for month in months:
+        rows = bundled_sales[bundled_sales["sale_date"].str.startswith(month)]
+        landing.write_bytes(f"sales_{month}.csv", rows.to_csv(index=False).encode())
+    resources = {"landing": landing, "settings": ProjectConfigResource(), "io_manager": storage}
+    defs = dg.Definitions(assets=[ingest_sales], jobs=[ingest_job], resources=resources)
+    shown: list[tuple[str, list[str]]] = []
+    totals: list[int] = []
+
+    def progress(total: int):
+        totals.append(total)
+        return lambda month: shown.append(
+            (month, sorted(instance.get_materialized_partitions(dg.AssetKey("sale_features"))))
+        )
+
+    report = ingest_months(
+        defs.resolve_job_def("ingest_job"),
+        instance,
+        landing,
+        None,
+        run_config={},
+        config=load_config().data,
+        progress=progress,
+        register=register_months,
+    )
+    assert [o.state for o in report.months.values()] == ["ran"] * 3
+    assert totals == [3]
+    assert shown == [(m, months[: i + 1]) for i, m in enumerate(months)]
 
 
 def test_landing_sensor_after_a_range_run_asks_per_month(
