@@ -25,14 +25,14 @@ import numpy as np
 from bentoml.exceptions import BadInput, ServiceUnavailable
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from homeprice_assets.config import load_config, mlflow_tracking_uri
 from homeprice_assets.resources.registry import MODEL_NAME, Registry
 from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.serving import predictor
-from homeprice_assets.serving.batch import Batch, log_rows, outputs
+from homeprice_assets.serving.batch import Batch, BatchInput, log_rows, outputs, predictions_json
 from homeprice_assets.serving.fastpath import FastApi
 from homeprice_assets.serving.holder import LoadedModel, RolloutFollower, Serving
 from homeprice_assets.serving.middleware import JsonOnly
@@ -376,14 +376,28 @@ class HomePrice:
         # loop: one home takes a fraction of a millisecond, less than a hop to a worker thread and back.
         return self._predict_one(home, self._client_key(ctx))
 
-    @bentoml.api
+    @bentoml.api(input_spec=BatchInput)
     def predict_batch(
         self,
         homes: Annotated[list[Home], Field(min_length=1, max_length=MAX_BATCH_ROWS)],
         ctx: bentoml.Context,
     ) -> BatchPrediction:
         """Price up to 100,000 homes in one request, in one vectorized model call per serving model."""
-        priced = self._price("predict_batch", Batch.from_homes(homes), self._client_key(ctx))
+        # Over HTTP, ``homes`` is usually the request already in columns (``BatchInput``), and the answer
+        # is written as JSON text without a Prediction per row; called in-process, a BatchPrediction.
+        batch = homes if isinstance(homes, Batch) else Batch.from_homes(homes)
+        priced = self._price("predict_batch", batch, self._client_key(ctx))
+        if isinstance(homes, Batch):
+            body = predictions_json(
+                priced.request_id,
+                priced.prices,
+                priced.lowers,
+                priced.uppers,
+                priced.models,
+                priced.champion.version,
+            )
+            if body is not None:
+                return Response(body, media_type="application/json")  # type: ignore[return-value]
         preds = priced.predictions()
         return BatchPrediction(predictions=preds, rows=len(preds), model_version=priced.champion.version)
 
