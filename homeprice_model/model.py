@@ -252,11 +252,12 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
             months[missing] = self.reference_month
         if REPEAT_FEATURES[0] in self.feature_names:
             # The parcel's last training sale, if it came before the valued month (``parcel_id`` optional).
-            if self.last_sales is not None:
-                prev_months, prev_prices = self.last_sales.lookup(columns.get(PARCEL_INPUT), len(months))
-            else:
-                prev_months = prev_prices = np.full(len(months), np.nan)
-            feats.update(repeat_features(prev_months, prev_prices, months, feats["location"], self.index))
+            parcels = columns.get(PARCEL_INPUT)
+            if self.last_sales is not None and parcels is not None:
+                prev_months, prev_prices = self.last_sales.lookup(parcels, len(months))
+                feats.update(repeat_features(prev_months, prev_prices, months, feats["location"], self.index))
+            else:  # no parcel given (or no sales kept): no previous sale, as repeat_features would find
+                feats.update({name: np.full(len(months), np.nan) for name in REPEAT_FEATURES})
         return feats
 
     def design_matrix(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:

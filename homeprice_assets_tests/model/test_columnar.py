@@ -80,7 +80,7 @@ def test_feature_columns_equal_make_features(small: Small) -> None:
             assert (cols[name] == table[name].to_numpy()).all()
         else:
             np.testing.assert_array_equal(cols[name], table[name].to_numpy(dtype=float))
-    # the small-frame route (one object array) reads the same values as the per-column route
+    # a frame's arrays read straight from its blocks are the values of its columns
     few, many = frame_columns(rows.head(3)), {c: rows[c].head(3).to_numpy() for c in INPUT_FIELDS}
     for name in FEATURES:
         a, b = feature_columns(few)[name], feature_columns(many)[name]
