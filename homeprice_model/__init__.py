@@ -42,7 +42,8 @@ from homeprice_model.model import (
 
 # Bumped when the model code changes in a way a logged model's metadata should record.
 # 3: bagged boosters (``HomePriceModel.extra_boosters``); code before it would serve the first booster only.
-MODEL_CODE_VERSION = "3"
+# 4: the hedonic offset (``HomePriceModel.hedonic``); code before it would leave it out of every price.
+MODEL_CODE_VERSION = "4"
 
 __all__ = [
     "BOUNDED_FIELDS",

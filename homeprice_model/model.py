@@ -29,6 +29,7 @@ from homeprice_model.features import (
     feature_columns,
     frame_columns,
 )
+from homeprice_model.hedonic import HedonicOffset
 from homeprice_model.market_index import MarketIndex
 from homeprice_model.repeat_sales import PARCEL_INPUT, REPEAT_FEATURES, LastSales, repeat_features
 
@@ -85,6 +86,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # by scores per horizon) or "cummax" (the running maximum, biased wide by noise: models logged before).
     horizon_monotone: str = "cummax"
     input_fields: list[str] = list(INPUT_FIELDS)
+    # Linear hedonic part of the log price under the trees (homeprice_model/hedonic.py); None: models
+    # logged before it, whose trees learned the whole of log price minus the index.
+    hedonic: HedonicOffset | None = None
 
     def __init__(
         self,
@@ -282,6 +286,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
             return np.zeros(len(feats["location"]))
         return self.index.value(feats["location"], feats["months_since_origin"])
 
+    def _hedonic_values(self, feats: Mapping[str, np.ndarray]) -> np.ndarray | float:
+        return 0.0 if self.hedonic is None else self.hedonic.value(feats)
+
     def predict_log_columns(self, columns: Mapping[str, Any], n: int | None = None) -> np.ndarray:
         """Log price for raw input columns (arrays, lists or scalars, one entry per home)."""
         return self._log_price(columns, n)[0]
@@ -297,6 +304,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         # threads the model was trained with (1 by default: on shared cores OpenMP spin-waiting costs more).
         threads = 1 if len(x) <= _ONE_THREAD_ROWS else int(self.params.get("num_threads", 0) or 0)
         log_price = self.tree_values(x, num_threads=threads) + self._index_values(feats)
+        log_price = log_price + self._hedonic_values(feats)
         return log_price, feats["months_since_origin"]
 
     def _priced(
@@ -392,7 +400,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # ---------------------------------------------------------------------------------------------------
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-row contributions in log-price units: one column per tree feature, ``market_index``, and
-        ``base_value``; each row sums to the predicted log price.
+        ``base_value`` (the trees' expected value plus the home's ``hedonic`` offset, when the model has
+        one); each row sums to the predicted log price.
 
         Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
         SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran. With several
@@ -417,7 +426,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
             values, base_values = contrib[:, :-1], contrib[:, -1]
         out = pd.DataFrame(values, columns=self.feature_names, index=frame.index)
         out["market_index"] = self._index_values(feats)
-        out["base_value"] = base_values
+        out["base_value"] = base_values + self._hedonic_values(feats)  # the home's hedonic value
         out.attrs["method"] = method
         return out
 

@@ -111,3 +111,40 @@ def test_full_history_forward_year(features: pd.DataFrame) -> None:
     y = split.validation["sale_price"].to_numpy()
     metrics = M.evaluate(y, model.predict(None, split.validation[list(INPUT_FIELDS)]))
     assert metrics["mdape"] < 0.105
+
+
+def test_hedonic_offset_under_the_trees(fitted: Fitted) -> None:
+    """log price = trees + index + a linear hedonic offset, fit on the months before calibration."""
+    from homeprice_assets.training.model import fit_price_model
+
+    assert fitted.model.hedonic is None  # off by default
+    model = fit_price_model(fitted.split.train, {"hedonic_offset": True, "num_boost_round": 150})
+    hedonic = model.hedonic
+    assert hedonic is not None and {"log_living_sf", "bldg_grade"} <= set(hedonic.columns)
+    rows = fitted.inputs.head(200)
+    feats = model.features(rows)
+    x = feats[model.feature_names]
+    index = model.index.value(rows["location"].to_numpy(), feats["months_since_origin"].to_numpy())
+    np.testing.assert_allclose(
+        model.predict_log(rows), model.tree_values(x) + index + hedonic.value(feats), rtol=1e-12
+    )
+    # centred on the training rows, and worth more for a larger home of the same grade
+    train = fitted.split.train
+    assert abs(hedonic.value(train).mean()) < 0.02
+    larger = feats.assign(log_living_sf=feats["log_living_sf"] + np.log(1.5))
+    larger = larger.assign(grade_x_log_living=larger["bldg_grade"] * larger["log_living_sf"])
+    assert (hedonic.value(larger) > hedonic.value(feats)).mean() > 0.95
+    # a few rows (Python floats, the one-home path) get the batch path's values, missing ones as the median
+    few = feats.head(5).assign(beds=[np.nan, 2.0, np.nan, 4.0, 3.0])
+    batch = hedonic.value(pd.concat([few] * 4))
+    np.testing.assert_allclose(hedonic.value(few), batch[:5], rtol=1e-12)
+    median_beds = few.assign(beds=hedonic.median[hedonic.columns.index("beds")])
+    assert hedonic.value(median_beds)[0] == pytest.approx(batch[0], rel=1e-12)
+    # explanations still sum to the log price: the offset is part of each row's base value
+    contrib = model.explain(rows.head(20))
+    np.testing.assert_allclose(contrib.sum(axis=1), model.predict_log(rows.head(20)), atol=1e-6)
+    # a model pickled before the offset (no ``hedonic`` in its state) prices with trees and index only
+    old = object.__new__(type(model))
+    old.__dict__.update({k: v for k, v in model.__getstate__().items() if k != "hedonic"})
+    assert old.hedonic is None
+    np.testing.assert_allclose(old.predict_log(rows), model.tree_values(x) + index, rtol=1e-12)
