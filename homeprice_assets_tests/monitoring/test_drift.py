@@ -44,6 +44,7 @@ def reference(monthly: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return features_of(pd.concat([monthly[m] for m in before], ignore_index=True))
 
 
+@pytest.mark.slow  # Evidently twice on a reference of over 10,000 sales
 def test_normal_month_does_not_drift_shifted_month_does(
     monthly: dict[str, pd.DataFrame], reference: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -142,6 +143,7 @@ def test_decision_rule_share_and_single_feature() -> None:
         decide({}, s)
 
 
+@pytest.mark.slow  # five months ingested, then the drift report
 def test_drift_report_reads_its_window_and_records_the_sample(
     instance, landing, storage, bundled_sales: pd.DataFrame
 ) -> None:
