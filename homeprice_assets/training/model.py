@@ -83,9 +83,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # Trees learn log price minus the index minus a linear hedonic part (homeprice_model/hedonic.py, fit by
     # ``fit_hedonic`` on the months before the calibration slice). Forward MdAPE 2015 / 2016, mean of seeds
     # 7-9: 8.41 / 8.53% -> 8.35 / 8.37%, PPE10 +0.4 / +0.8 points, COD -0.06 / -0.09 (bench/forward_bench.py).
-    # Off until homeprice_assets_tests/model/test_columnar.py's independent reference (trees + index) adds
-    # the offset; ``training.params: {hedonic_offset: true}`` turns it on.
-    "hedonic_offset": False,
+    # Models logged before it have none (``HomePriceModel.hedonic`` is None) and price as they did.
+    "hedonic_offset": True,
     # market index settings (see market_index.IndexParams)
     **asdict(IndexParams()),
 }

@@ -32,7 +32,7 @@ def test_columns_equal_batch_on_validation_rows(small: Small) -> None:
     assert len(rows) > 500
     assert_same(small.model.predict(None, rows), small.model.predict_columns(columns_of(rows)))
     # an independent reference: LightGBM's own pandas path (categorical location), averaged over the
-    # bagged boosters, plus the index
+    # bagged boosters, plus the index and the hedonic offset
     model = small.model
     assert len(model.boosters) == 3  # bagging_seeds
     feats = model.features(rows)
@@ -40,6 +40,8 @@ def test_columns_equal_batch_on_validation_rows(small: Small) -> None:
     reference = trees + model.index.value(
         feats["location"].astype(str).to_numpy(), feats["months_since_origin"].to_numpy()
     )
+    assert model.hedonic is not None  # on by default
+    reference = reference + model.hedonic.value(feats)
     np.testing.assert_allclose(model.predict_log_columns(columns_of(rows)), reference, rtol=1e-12)
     # and row by row, as the service prices single homes (small-frame and single-row paths)
     batch = small.model.predict(None, rows.head(40))

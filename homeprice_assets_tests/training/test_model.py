@@ -117,8 +117,10 @@ def test_hedonic_offset_under_the_trees(fitted: Fitted) -> None:
     """log price = trees + index + a linear hedonic offset, fit on the months before calibration."""
     from homeprice_assets.training.model import fit_price_model
 
-    assert fitted.model.hedonic is None  # off by default
-    model = fit_price_model(fitted.split.train, {"hedonic_offset": True, "num_boost_round": 150})
+    assert fitted.model.hedonic is not None  # on by default
+    off = fit_price_model(fitted.split.train, {"hedonic_offset": False, "num_boost_round": 150})
+    assert off.hedonic is None  # and off on request: trees + index, as models logged before it
+    model = fit_price_model(fitted.split.train, {"num_boost_round": 150})
     hedonic = model.hedonic
     assert hedonic is not None and {"log_living_sf", "bldg_grade"} <= set(hedonic.columns)
     rows = fitted.inputs.head(200)
