@@ -1,23 +1,33 @@
 """Whole graph vs a plain script doing the same compute, on the bundled data; prints wall times and ratio.
 
-    .venv/bin/python bench/lifecycle_bench.py [--until 2016-12]
+    .venv/bin/python bench/lifecycle_bench.py [--until 2016-12] [--rounds 3] [--no-ingest]
 
 The graph run is `homeprice run` (land, ingest every month with its checks in one Dagster run, then the
 lifecycle job with MLflow tracking). The plain script calls the same pure functions in one process:
 clean, featurize, split, fit LightGBM, log to MLflow, baseline, validation report, SHAP, model card.
 Both run in fresh subprocesses on fresh temporary homes, one after the other, in the same invocation.
 The ingest alone (`homeprice ingest` of every landed month, on a third fresh home) is timed too.
+
+On a shared machine one pair of runs says little (a neighbour's job doubles either side): ``--rounds N``
+runs the pair N times, alternating which goes first, and prints each round's ratios and their median;
+the CPU time (user + system, children included) next to the wall time is what a neighbour's load
+inflates least.
+With PYTHONDONTWRITEBYTECODE set (and no .pyc in the venv) every process compiles its imports from
+source, a cost both sides pay that a normal install does not: the bench says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 PLAIN = r"""
 import sys, time
@@ -51,10 +61,20 @@ print(f"mdape={rep.summary['metrics']['challenger']['mdape']:.4f}")
 """
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
+class Timing(NamedTuple):
+    wall: float
+    cpu: float  # user + system of the process and its children: what the neighbours' load inflates least
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[Timing, str]:
+    started, cpu = time.perf_counter(), _cpu()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
+    elapsed = Timing(time.perf_counter() - started, _cpu() - cpu)
     if done.returncode != 0:
         sys.exit(f"{cmd[:3]} failed:\n{done.stderr[-3000:]}")
     return elapsed, done.stdout
@@ -65,27 +85,58 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--until", default="2016-12")
+    parser.add_argument("--rounds", type=int, default=1, help="pairs of runs (alternating order)")
+    parser.add_argument("--no-ingest", action="store_true", help="skip timing homeprice ingest alone")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="homeprice-bench-") as tmp:
-        base = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
-        for key in ("MLFLOW_TRACKING_URI", "DAGSTER_HOME", "HOMEPRICE_DAGSTER_STORAGE", "HOMEPRICE_CONFIG"):
-            base.pop(key, None)
-        graph_env = {**base, "HOMEPRICE_HOME": f"{tmp}/graph"}
-        graph_s, _ = _timed(
-            [sys.executable, "-m", "homeprice_assets.cli", "run", "--until", args.until], graph_env
-        )
-        ingest_env = {**base, "HOMEPRICE_HOME": f"{tmp}/ingest"}
-        cli = [sys.executable, "-m", "homeprice_assets.cli"]
-        _timed([*cli, "land", "--until", args.until], ingest_env)
-        ingest_s, ingest_out = _timed([*cli, "ingest"], ingest_env)
-        Path(f"{tmp}/plain").mkdir()
-        plain_s, out = _timed([sys.executable, "-c", PLAIN, args.until, f"{tmp}/plain"], base)
-    print(f"\nbundled data through {args.until}; {os.cpu_count()} cores")
-    print(f"{'run':<44}{'wall s':>10}{'ratio':>8}")
-    print(f"{'plain script (same functions, one process)':<44}{plain_s:>10.1f}{1.0:>8.2f}")
-    print(f"{'homeprice run (Dagster graph)':<44}{graph_s:>10.1f}{graph_s / plain_s:>8.2f}")
-    print(f"{'homeprice ingest alone (all months, own home)':<44}{ingest_s:>10.1f}{ingest_s / plain_s:>8.2f}")
-    print(f"homeprice ingest: {ingest_out.strip().splitlines()[-1]}")
+    base = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
+    for key in ("MLFLOW_TRACKING_URI", "DAGSTER_HOME", "HOMEPRICE_DAGSTER_STORAGE", "HOMEPRICE_CONFIG"):
+        base.pop(key, None)
+    cli = [sys.executable, "-m", "homeprice_assets.cli"]
+    pairs: list[tuple[Timing, Timing]] = []
+    ingest = ingest_out = out = None
+    for round_ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="homeprice-bench-") as tmp:
+            Path(f"{tmp}/plain").mkdir()
+
+            def graph() -> Timing:
+                env = {**base, "HOMEPRICE_HOME": f"{tmp}/graph"}
+                return _timed([*cli, "run", "--until", args.until], env)[0]
+
+            def plain() -> Timing:
+                nonlocal out
+                timing, out = _timed([sys.executable, "-c", PLAIN, args.until, f"{tmp}/plain"], base)
+                return timing
+
+            if round_ % 2 == 0:
+                graph_t, plain_t = graph(), plain()
+            else:
+                plain_t, graph_t = plain(), graph()
+            pairs.append((graph_t, plain_t))
+            if round_ == 0 and not args.no_ingest:
+                ingest_env = {**base, "HOMEPRICE_HOME": f"{tmp}/ingest"}
+                _timed([*cli, "land", "--until", args.until], ingest_env)
+                ingest, ingest_out = _timed([*cli, "ingest"], ingest_env)
+    print(
+        f"\nbundled data through {args.until}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}"
+    )
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        print("PYTHONDONTWRITEBYTECODE is set: imports compile from source unless the venv has .pyc files")
+    print(f"{'run':<48}{'wall s':>8}{'ratio':>7}{'cpu s':>8}{'ratio':>7}")
+
+    def row(name: str, t: Timing, ref: Timing) -> None:
+        print(f"{name:<48}{t.wall:>8.1f}{t.wall / ref.wall:>7.2f}{t.cpu:>8.1f}{t.cpu / ref.cpu:>7.2f}")
+
+    for i, (graph_t, plain_t) in enumerate(pairs, 1):
+        tag = f" [{i}]" if len(pairs) > 1 else ""
+        row("plain script (same functions, one process)" + tag, plain_t, plain_t)
+        row("homeprice run (Dagster graph)" + tag, graph_t, plain_t)
+    if len(pairs) > 1:
+        wall = statistics.median(g.wall / p.wall for g, p in pairs)
+        cpu = statistics.median(g.cpu / p.cpu for g, p in pairs)
+        print(f"{f'median ratios of {len(pairs)} rounds':<56}{wall:>7.2f}{'':>8}{cpu:>7.2f}")
+    if ingest is not None:
+        row("homeprice ingest alone (all months, own home)", ingest, pairs[0][1])
+        print(f"homeprice ingest: {ingest_out.strip().splitlines()[-1]}")
     print(f"plain script validation {out.strip()}")
 
 
