@@ -400,8 +400,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # ---------------------------------------------------------------------------------------------------
     def explain(self, df: pd.DataFrame) -> pd.DataFrame:
         """Per-row contributions in log-price units: one column per tree feature, ``market_index``, and
-        ``base_value`` (the trees' expected value plus the home's ``hedonic`` offset, when the model has
-        one); each row sums to the predicted log price.
+        ``base_value``; each row sums to the predicted log price. A model with a ``hedonic`` offset adds
+        each column's share of it to that feature's tree contribution (``HedonicOffset.contributions``) and
+        its constant to ``base_value``.
 
         Uses SHAP's TreeExplainer; LightGBM's built-in TreeSHAP (the same algorithm) is the fallback when
         SHAP cannot read the booster. ``explain.method`` in ``attrs`` says which one ran. With several
@@ -426,7 +427,15 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
             values, base_values = contrib[:, :-1], contrib[:, -1]
         out = pd.DataFrame(values, columns=self.feature_names, index=frame.index)
         out["market_index"] = self._index_values(feats)
-        out["base_value"] = base_values + self._hedonic_values(feats)  # the home's hedonic value
+        if self.hedonic is not None:
+            parts, constant = self.hedonic.contributions(feats)
+            base_values = base_values + constant
+            for column, part in parts.items():
+                if column in out:
+                    out[column] = out[column].to_numpy() + part
+                else:  # a column the trees do not use: its share stays in the base value
+                    base_values = base_values + part
+        out["base_value"] = base_values
         out.attrs["method"] = method
         return out
 

@@ -142,9 +142,18 @@ def test_hedonic_offset_under_the_trees(fitted: Fitted) -> None:
     np.testing.assert_allclose(hedonic.value(few), batch[:5], rtol=1e-12)
     median_beds = few.assign(beds=hedonic.median[hedonic.columns.index("beds")])
     assert hedonic.value(median_beds)[0] == pytest.approx(batch[0], rel=1e-12)
-    # explanations still sum to the log price: the offset is part of each row's base value
-    contrib = model.explain(rows.head(20))
-    np.testing.assert_allclose(contrib.sum(axis=1), model.predict_log(rows.head(20)), atol=1e-6)
+    # explanations still sum to the log price, and the offset is spread over its features: the base value
+    # is one constant, and size and grade drive the price (they vanished from the drivers while the base
+    # value held the whole offset; the ridge shares size between log_living_sf and grade_x_log_living)
+    contrib = model.explain(rows)
+    np.testing.assert_allclose(contrib.sum(axis=1), model.predict_log(rows), atol=1e-6)
+    assert np.ptp(contrib["base_value"].to_numpy()) < 1e-9
+    top = contrib[model.feature_names].abs().mean().sort_values(ascending=False)
+    assert {"grade_x_log_living", "log_living_sf"} & set(top.index[:2]), top.head(6)
+    assert "bldg_grade" in top.index[:3], top.head(6)
+    parts, constant = hedonic.contributions(feats)
+    np.testing.assert_allclose(sum(parts.values()) + constant, hedonic.value(feats), rtol=1e-12)
+    assert abs(np.mean(hedonic.contributions(train)[0]["log_living_sf"])) < 0.01
     # a model pickled before the offset (no ``hedonic`` in its state) prices with trees and index only
     old = object.__new__(type(model))
     old.__dict__.update({k: v for k, v in model.__getstate__().items() if k != "hedonic"})
