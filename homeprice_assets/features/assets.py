@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -15,7 +14,7 @@ import pandas as pd
 
 from homeprice_assets.features.engineering import NUMERIC_FEATURES
 from homeprice_assets.monitoring.settings import PriceLevelSettings
-from homeprice_assets.partitions import month_check, sale_month_partitions
+from homeprice_assets.partitions import month_check
 
 PRICE_LEVEL_CHECK = "price_level"
 FEATURE_CHECKS = [
@@ -89,31 +88,6 @@ def price_level(
         ),
         metadata={**base, "reference_price_per_sf": reference, "change": change},
     )
-
-
-def recent_levels(
-    instance: dg.DagsterInstance, month: str, lookback: int, known: Sequence[str] | None = None
-) -> dict[str, float]:
-    """Price levels of the ``lookback`` months before ``month``, from their latest materialization.
-
-    ``known``: the registered sale months, when the caller has them already (a range run asks once).
-    """
-    if known is None:
-        known = instance.get_dynamic_partitions(sale_month_partitions.name)
-    prior = sorted(m for m in known if m < month)[-lookback:]
-    if not prior:
-        return {}
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sale_features"), asset_partitions=prior),
-        limit=lookback * 5,
-    ).records
-    out: dict[str, float] = {}
-    for record in records:  # newest first
-        mat = record.asset_materialization
-        value = mat.metadata.get(LEVEL_KEY) if mat else None
-        if mat and mat.partition not in out and value is not None and float(value.value) > 0:
-            out[str(mat.partition)] = float(value.value)
-    return out
 
 
 def __getattr__(name: str) -> Any:
