@@ -12,7 +12,10 @@ Starlette app around the same pyfunc under uvicorn, (3) `bentoml serve` of this 
 also validates, logs every prediction and keeps metrics, with /predict answered by its fast path (the
 ``FastApi`` middleware) and again by BentoML's API dispatch (``HOMEPRICE_FAST_PREDICT=0``). Every load
 loop is bounded in count and time and talks to 127.0.0.1 only. Ratios are against the Starlette app,
-measured in the same invocation.
+measured in the same invocation: all three servers run at once and are loaded in three interleaved rounds
+(best of each), since the server measured first after start-up read up to 20% low when each was measured
+once in turn (the fast path then showed 871 req/s against the dispatch's 997, and 1,100 in the rollout rows'
+interleaved rounds).
 
 The load client is deliberately light, and the same for every server: ``http.client`` with one keep-alive
 connection per client thread and request bodies encoded before the clock starts (the 100k-home batch too).
@@ -318,25 +321,39 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     # the same service with /predict answered by BentoML's API dispatch instead of the fast path
     servers["bentoml (dispatch)"] = servers["bentoml (homeprice)"]
     server_env = {"bentoml (dispatch)": {"HOMEPRICE_FAST_PREDICT": "0"}}
-    for name, cmd in servers.items():
-        port = free_port()
-        proc = start(
-            [*cmd, "--port", str(port)],
-            {**env, **server_env.get(name, {})},
-            f"http://127.0.0.1:{port}/predict",
-            tmp / f"{port}.log",
-            REPO,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            results[name] = {
-                c: load(f"{base}/predict", homes, c, args.requests, args.seconds) for c in args.concurrency
-            }
+    # All servers up at once (idle while another is measured), then interleaved rounds, best of each: the
+    # one measured first after start-up read up to 20% lower than later rounds, and a load swing on a shared
+    # machine hits every server alike.
+    procs: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for name, cmd in servers.items():
+            port = free_port()
+            proc = start(
+                [*cmd, "--port", str(port)],
+                {**env, **server_env.get(name, {})},
+                f"http://127.0.0.1:{port}/predict",
+                tmp / f"{port}.log",
+                REPO,
+            )
+            procs[name] = (proc, f"http://127.0.0.1:{port}")
+        rounds = 3
+        for _ in range(rounds):
+            for name, (_, base) in procs.items():
+                best = results.setdefault(name, {})
+                for c in args.concurrency:
+                    r = load(f"{base}/predict", homes, c, args.requests // rounds, args.seconds / rounds)
+                    if r["rps"] > best.get(c, {}).get("rps", 0):
+                        best[c] = r
+        for name, (_, base) in procs.items():
             results[name]["batch"] = batch_rows_per_s(f"{base}/predict_batch", big)
-        finally:
+    finally:
+        for proc, _ in procs.values():
             stop(proc)
 
-    print(f"\nsingle-home predictions on loopback ({os.cpu_count()} cores); ratio = rps / starlette rps")
+    print(
+        f"\nsingle-home predictions on loopback ({os.cpu_count()} cores), {rounds} interleaved rounds,"
+        " best of each; ratio = rps / starlette rps"
+    )
     print(f"{'server':<22}{'conc':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'ratio':>8}")
     for name, res in results.items():
         for c in args.concurrency:
