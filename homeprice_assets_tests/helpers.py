@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +134,25 @@ def check_results(
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM a server started with ``start_new_session=True`` (and its children); SIGKILL if it lingers."""
-    if proc.poll() is None:
+    """SIGTERM a server started with ``start_new_session=True`` and everything in its process group; SIGKILL
+    what is still there after ``timeout``. The leader exiting is not enough: `homeprice dev` exited on
+    SIGTERM while the `dagster dev` it started kept running, with its code server, after the daemon test."""
+    deadline = time.monotonic() + timeout
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+    while time.monotonic() < deadline:
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.poll()
 
 
 def register_model(registry, model, example, tags: dict | None = None) -> str:
