@@ -45,8 +45,7 @@ class HedonicOffset:
         arrays = [a if isinstance(a, np.ndarray) else np.asarray(a, dtype=float) for a in arrays]
         if len(arrays[0]) <= _FEW:
             return np.array([self._value_one([float(a[r]) for a in arrays]) for r in range(len(arrays[0]))])
-        h = np.column_stack(arrays).astype(float, copy=False)
-        z = (np.where(np.isnan(h), self.median, h) - self.mean) / self.scale
+        z = self._standardised(arrays)
         k = len(self.columns)
         return z @ self.coef[:k] + z[:, list(self.curved)] ** 2 @ self.coef[k:] + self.intercept
 
@@ -58,8 +57,7 @@ class HedonicOffset:
         them to the trees' SHAP values of the same features, so a home's size still shows as a driver of
         its price when the offset, not the trees, carries most of it.
         """
-        h = np.column_stack([np.asarray(features[c], dtype=float) for c in self.columns])
-        z = (np.where(np.isnan(h), self.median, h) - self.mean) / self.scale
+        z = self._standardised([features[c] for c in self.columns])
         k = len(self.columns)
         parts = {c: z[:, i] * self.coef[i] for i, c in enumerate(self.columns)}
         constant = self.intercept
@@ -68,6 +66,11 @@ class HedonicOffset:
             parts[self.columns[i]] = parts[self.columns[i]] + square * (z[:, i] ** 2 - 1.0)
             constant += square
         return parts, float(constant)
+
+    def _standardised(self, arrays: list[Any]) -> np.ndarray:
+        """One row per home, one column per ``columns``: missing values as the median, then standardised."""
+        h = np.column_stack([np.asarray(a, dtype=float) for a in arrays])
+        return (np.where(np.isnan(h), self.median, h) - self.mean) / self.scale
 
     def _value_one(self, row: list[float]) -> float:
         """``value`` of one row on Python floats (8 us against 32 us through NumPy, measured on one home)."""
