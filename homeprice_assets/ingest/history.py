@@ -52,13 +52,14 @@ def latest_records(
 def prior_months(known: Iterable[str], months: Sequence[str], lookback: int) -> set[str]:
     """The ``lookback`` registered months before each of ``months``: what their checks compare with."""
     ordered = sorted(known)
-    needed: set[str] = set()
-    for month in months:
-        needed.update([m for m in ordered if m < month][-lookback:])
-    return needed
+    return {m for month in months for m in _before(ordered, month, lookback)}
 
 
 def window(values: dict[str, float], known: Iterable[str], month: str, lookback: int) -> dict[str, float]:
     """The values of the ``lookback`` registered months before ``month`` that have one."""
-    prior = sorted(m for m in known if m < month)[-lookback:]
-    return {m: values[m] for m in prior if m in values}
+    return {m: values[m] for m in _before(sorted(known), month, lookback) if m in values}
+
+
+def _before(ordered: Sequence[str], month: str, lookback: int) -> list[str]:
+    """The ``lookback`` months of ``ordered`` (sorted) just before ``month``."""
+    return [m for m in ordered if m < month][-lookback:]
