@@ -12,7 +12,10 @@ project home; the graph then runs in a fresh subprocess per size, through the sa
 
 Incremental cost (sizes named by ``--incremental``): after the full run of 2010-01 .. 2016-11, the month
 2016-12 lands and the automated path runs on top of that history: ingest (of the landed zone: only the new
-month runs), drift of the new month, the lifecycle job (retrain, validation, promotion, ...).
+month runs), drift of the new month, the lifecycle job (retrain, validation, promotion, ...). The retrain is
+what the lifecycle decides for itself: with the default settings a monthly update of the champion the full
+run promoted (``homeprice_assets/training/update.py``; a full refit every ``training.update.max_consecutive``
+updates, on drift and on live error), printed with its reason.
 
 Peak memory is the largest resident set of the worker process tree (psutil, sampled every 0.2 s, children
 included) and the worker's own ``ru_maxrss``. Stage times are the Dagster step durations from the runs' event
@@ -183,7 +186,17 @@ def _phase(instance, month: str | None) -> dict:
     out["lifecycle_s"] = time.time() - t
     lifecycle_runs = _runs_since(instance, "model_lifecycle_job", t)
     out["lifecycle_steps"] = _step_times(instance, lifecycle_runs)
+    out["fit"] = _fit_facts(instance)
     return out
+
+
+def _fit_facts(instance) -> dict:
+    """How the newest ``price_model`` was made: a full fit or a monthly update (training/update.py)."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("price_model"))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    return {k: getattr(meta.get(k), "value", None) for k in ("fit_mode", "fit_reason", "fit_seconds")}
 
 
 def worker(home: Path, incremental: bool) -> None:
@@ -322,6 +335,11 @@ def print_tables(results: dict[int, dict]) -> None:
         print(
             f"      incremental: ingest {inc['ingest_s']:.1f} s ({inc['ingest_ran']} month run), drift "
             f"{inc['drift_s']:.1f} s, lifecycle {inc['lifecycle_s']:.1f} s; full run {total(f):.1f} s"
+        )
+        fit, steps = inc.get("fit") or {}, inc["lifecycle_steps"]
+        print(
+            f"      incremental retrain: {fit.get('fit_mode')} ({fit.get('fit_reason')}); lifecycle steps: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1]))
         )
     for size, r in results.items():
         if size >= 5_000_000:

@@ -5,7 +5,8 @@ seeded), so the fitted model is the same whichever policy asked. The replay wrap
 (``training.assets.fit_price_model``) with this cache for its own process only; the ``price_model`` asset
 still runs whole (MLflow run, registration, version by number). Each entry keeps the seconds the original fit
 took, so a cache hit is reported as the compute it represents, never as free. Concurrent policy processes
-wait on a per-key file lock instead of fitting the same model twice.
+wait on a per-key file lock instead of fitting the same model twice. Monthly updates of a policy's own
+champion (``training.update``) depend on that champion, so they are timed and recorded, never shared.
 """
 
 from __future__ import annotations
@@ -81,13 +82,24 @@ class FitCache:
         """Route the lifecycle's fit through this cache while the block runs (this process only)."""
         from homeprice_assets.training import assets as training_assets
 
-        original = training_assets.fit_price_model
+        original, original_update = training_assets.fit_price_model, training_assets.update_price_model
 
         def cached(training_set: pd.DataFrame, params: Any = None, **kwargs: Any) -> Any:
             return self.fit(original, training_set, params, **kwargs)
 
-        training_assets.fit_price_model = cached
+        def update(champion: Any, training_set: pd.DataFrame, *args: Any, **kwargs: Any) -> Any:
+            # An update depends on the policy's own champion, so it is never shared: timed and recorded only.
+            started = time.perf_counter()
+            model = original_update(champion, training_set, *args, **kwargs)
+            train_end = str(training_set["sale_month"].max()) if "sale_month" in training_set else ""
+            key = f"update:{kwargs.get('base_version')}:{train_end}"
+            self.records.append(
+                FitRecord(key, False, time.perf_counter() - started, train_end, len(training_set))
+            )
+            return model
+
+        training_assets.fit_price_model, training_assets.update_price_model = cached, update
         try:
             yield self
         finally:
-            training_assets.fit_price_model = original
+            training_assets.fit_price_model, training_assets.update_price_model = original, original_update

@@ -36,6 +36,7 @@ from homeprice_assets.training.tracking import (
     input_example,
     save_price_model,
 )
+from homeprice_assets.training.update import update_plan, update_price_model
 
 # One blocking check per promotion gate, named and described where the gate is defined (promotion.py).
 GATES = tuple(g.name for g in promotion.GATES)
@@ -139,18 +140,57 @@ def model_datasets(
     )
 
 
+class PriceModelConfig(dg.Config):
+    """Run config of ``price_model``: ``full_refit`` skips the monthly update (``training/update.py``)."""
+
+    full_refit: bool = False
+
+
+def _champion_for_update(
+    reg: Registry, context: dg.AssetExecutionContext
+) -> tuple[str | None, Any, str | None]:
+    """(version, inner model, model code version) of the champion, read once; (None, None, None) if none."""
+    version = reg.version_number(CHAMPION)
+    if version is None:
+        return None, None, None
+    try:
+        pyfunc, inner = reg.load(version)
+    except Exception as exc:  # a champion that no longer loads is refit from scratch, not fatal
+        context.log.warning(f"champion v{version} did not load for an update ({exc}); fitting in full")
+        return version, None, None
+    meta = pyfunc.metadata.metadata or {}
+    return version, inner, meta.get("model_code_version")
+
+
 @dg.asset(group_name="training", kinds={"lightgbm", "mlflow"})
 def price_model(
     context: dg.AssetExecutionContext,
+    config: PriceModelConfig,
     training_set: pd.DataFrame,
     registry: ModelRegistry,
     settings: ProjectConfigResource,
 ) -> dg.Output[pd.DataFrame]:
-    """Fit the challenger, log it to MLflow as a pyfunc, register a version and hand that version on."""
-    config = settings.get()
-    training = config.training
+    """Fit the challenger (or update the champion by a month), log it to MLflow as a pyfunc, register a
+    version and hand that version on."""
+    project = settings.get()
+    training = project.training
     reg = registry.get()
     months = training_set["sale_month"]
+    base_version, champion, code_version = (
+        _champion_for_update(reg, context)
+        if training.update.max_consecutive and not config.full_refit
+        else (None, None, None)
+    )
+    # imported here: the sensors package imports this module
+    from homeprice_assets.monitoring.sensors.common import TRIGGER_TAG
+
+    trigger = context.run.tags.get(TRIGGER_TAG) if context.run else None
+    plan = update_plan(
+        champion, code_version, training_set, training.params, training.update, trigger, config.full_refit
+    )
+    context.log.info(
+        f"{'updating champion v' + str(base_version) if plan.update else 'full fit'}: {plan.reason}"
+    )
     tags = {"dagster_run_id": context.run_id, "homeprice.stage": "train"}
     with reg.run(run_name=f"train-through-{months.max()}", tags=tags) as run:
         run.log_params(
@@ -165,15 +205,22 @@ def price_model(
             }
         )
         context.log.info(f"fitting on {len(training_set)} sales {months.min()}..{months.max()}")
-        model = fit_price_model(
-            training_set,
-            training.params,
-            interval_level=training.interval_level,
-            calibration_months=training.calibration_months,
-            early_stopping_months=training.early_stopping_months,
-            # the request limits the served model (and its Bento) will hold callers to
-            bounds=config.data.bounds,
-        )
+        if plan.update:
+            model = update_price_model(
+                champion, training_set, training.update, base_version=base_version, bounds=project.data.bounds
+            )
+        else:
+            model = fit_price_model(
+                training_set,
+                training.params,
+                interval_level=training.interval_level,
+                calibration_months=training.calibration_months,
+                early_stopping_months=training.early_stopping_months,
+                # the request limits the served model (and its Bento) will hold callers to
+                bounds=project.data.bounds,
+            )
+            model.facts = {**model.facts, "fit_mode": "full", "updates_since_full": 0}
+        run.set_tags({"homeprice.fit_mode": model.facts["fit_mode"], "homeprice.fit_reason": plan.reason})
         run.log_dict(
             {
                 "features": list(model.feature_names),
@@ -206,6 +253,10 @@ def price_model(
             "mlflow_run_id": ref.run_id,
             "trained_through": ref.trained_through,
             "train_rows": len(training_set),
+            "fit_mode": model.facts["fit_mode"],
+            "fit_reason": plan.reason,
+            "fit_seconds": float(model.facts.get("fit_seconds", 0.0)),
+            **({"update_base_version": base_version} if plan.update else {}),
             **({"mlflow_run": dg.MetadataValue.url(link)} if link else {}),
         },
     )
@@ -442,6 +493,9 @@ def model_card(
         "trained_through": this.get("trained_through"),
         "decision": decision_text,
         "decision_reason": registered.tags.get("validation_reason"),
+        # a monthly update of an earlier champion, or a full refit (training/update.py), and why
+        "fit_mode": run.data.tags.get("homeprice.fit_mode"),
+        "fit_reason": run.data.tags.get("homeprice.fit_reason"),
         "data_window": {
             "training": summary["facts"].get("train_months"),
             "validation": "..".join(summary["months"]),

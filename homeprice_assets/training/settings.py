@@ -11,6 +11,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class UpdateSettings(BaseModel):
+    """Monthly warm-start updates of the champion between full refits (``training/update.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_consecutive: int = Field(
+        3,
+        ge=0,
+        description="updates in a row before the next retrain is a full refit; 0: every retrain is full",
+    )
+    rounds: int = Field(50, ge=1, le=10_000, description="trees an update adds to the champion's booster")
+    months: int = Field(12, ge=1, description="most recent training months the added trees learn from")
+
+
 class TrainingSettings(BaseModel):
     """Which months train and validate the model, and how it is fit."""
 
@@ -29,6 +43,7 @@ class TrainingSettings(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="over training.model.DEFAULT_PARAMS")
     explain_sample: int = Field(2000, ge=50, description="rows of the validation set SHAP explains")
     schedule: str = Field("0 3 1 * *", description="cron of the recurring lifecycle run (a floor)")
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
 
 
 class PromotionSettings(BaseModel):
