@@ -173,4 +173,11 @@ def project_instance(base_dir: str | os.PathLike[str] | None = None) -> Iterator
             base_dir = stack.enter_context(tempfile.TemporaryDirectory())
         base = Path(base_dir)
         base.mkdir(parents=True, exist_ok=True)
-        yield stack.enter_context(dg.instance_for_test(temp_dir=str(base), overrides=instance_settings(base)))
+        # No compute-log capture: in-process runs read no captured stdout, and the local capture left idle
+        # `tail -F` processes behind.
+        noop_logs = {
+            "module": "dagster._core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
+        }
+        overrides = {**instance_settings(base), "compute_logs": noop_logs}
+        yield stack.enter_context(dg.instance_for_test(temp_dir=str(base), overrides=overrides))
