@@ -99,16 +99,19 @@ def start(cmd: list[str], env: dict[str, str], url: str, log: Path, cwd: Path) -
         cmd, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{cmd[0]} exited:\n{log.read_text()[-3000:]}")
-        try:
-            requests.post(url, json={"home": {"location": "79", "living_sf": 1500}}, timeout=5)
-            return proc
-        except requests.RequestException:
-            time.sleep(0.5)
-    stop(proc)
-    sys.exit(f"{cmd} did not start:\n{log.read_text()[-3000:]}")
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                sys.exit(f"{cmd[0]} exited:\n{log.read_text()[-3000:]}")
+            try:
+                requests.post(url, json={"home": {"location": "79", "living_sf": 1500}}, timeout=5)
+                return proc
+            except requests.RequestException:
+                time.sleep(0.5)
+        sys.exit(f"{cmd} did not start:\n{log.read_text()[-3000:]}")
+    except BaseException:  # not started, or the bench was stopped meanwhile: the caller cannot stop it
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -246,6 +249,8 @@ def main() -> None:
         "--rollout-only", action="store_true", help="only the rollout rows (shadow, A/B vs no rollout)"
     )
     args = parser.parse_args()
+    # SIGTERM (a bench stopped from outside) unwinds like Ctrl-C, so the servers' finally blocks stop them.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     tmp = Path(tempfile.mkdtemp(prefix="homeprice-serving-bench-"))
     try:
