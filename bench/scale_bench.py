@@ -31,6 +31,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -271,7 +272,11 @@ def run_size(size: int, root: Path, incremental: bool) -> dict:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         watcher = threading.Thread(target=_watch, args=(proc, peak, stop), daemon=True)
         watcher.start()
-        code = proc.wait()
+        try:
+            code = proc.wait()
+        except BaseException:  # the bench was stopped: so is its worker
+            proc.kill()
+            raise
         stop.set()
         watcher.join()
     facts["worker_s"] = time.time() - t
@@ -367,6 +372,8 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--with-incremental", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # SIGTERM (a bench stopped from outside) unwinds like Ctrl-C, so the worker is stopped with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.worker:
         worker(Path(args.worker), args.with_incremental)
         return
