@@ -91,7 +91,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     # (``merge_boosters``: one call per prediction, one SHAP explainer, and monthly updates can still add
     # trees to it). A Huber booster (alpha 0.15): forward MdAPE 2015 / 2016, seeds 7 / 8 / 9: 8.41 / 8.32 /
     # 8.33 -> 8.33 / 8.29 / 8.32%, 8.37 / 8.31 / 8.42 -> 8.30 / 8.28 / 8.31%; PPE10 +0.3 points and COD
-    # -0.09 both years (bench/forward_bench.py); one home 0.33 -> 0.43 ms through ``HomePriceModel.predict``.
+    # -0.09 both years (bench/forward_bench.py); one home through the MLflow pyfunc 0.79 -> 0.94 ms (2016
+    # model, 1172 -> 2344 trees).
     # Huber alone was no better than L1 in 2016: the two err differently and their mean gains. As with
     # bagging, only the served trees are blended (the calibration-stage trees stay one L1 fit unless
     # ``bagging_seeds_calibration``). [] or None: L1 only, as models logged before.
