@@ -1,6 +1,7 @@
 """Whole graph vs a plain script doing the same compute, on the bundled data; prints wall times and ratio.
 
     .venv/bin/python bench/lifecycle_bench.py [--until 2016-12] [--rounds 3] [--no-ingest]
+        [--compare-with DIR]
 
 The graph run is `homeprice run` (land, ingest every month with its checks in one Dagster run, then the
 lifecycle job with MLflow tracking). The plain script calls the same pure functions in one process:
@@ -12,6 +13,9 @@ On a shared machine one pair of runs says little (a neighbour's job doubles eith
 runs the pair N times, alternating which goes first, and prints each round's ratios and their median;
 the CPU time (user + system, children included) next to the wall time is what a neighbour's load
 inflates least.
+``--compare-with DIR`` (another checkout of the repository, e.g. ``git archive <commit> | tar -x -C DIR``)
+also runs that checkout's ``homeprice run`` in every round (the three in turn, a different one first each
+round), so a change is measured against the code before it in the same invocation, on the same load.
 With PYTHONDONTWRITEBYTECODE set (and no .pyc in the venv) every process compiles its imports from
 source, a cost both sides pay that a normal install does not: the bench says so.
 """
@@ -71,9 +75,9 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(cmd: list[str], env: dict[str, str]) -> tuple[Timing, str]:
+def _timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Timing, str]:
     started, cpu = time.perf_counter(), _cpu()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     elapsed = Timing(time.perf_counter() - started, _cpu() - cpu)
     if done.returncode != 0:
         sys.exit(f"{cmd[:3]} failed:\n{done.stderr[-3000:]}")
@@ -87,12 +91,18 @@ def main() -> None:
     parser.add_argument("--until", default="2016-12")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs (alternating order)")
     parser.add_argument("--no-ingest", action="store_true", help="skip timing homeprice ingest alone")
+    parser.add_argument(
+        "--compare-with", type=Path, default=None, help="another checkout whose homeprice run to time too"
+    )
     args = parser.parse_args()
+    if args.compare_with is not None and not (args.compare_with / "homeprice_assets" / "cli.py").is_file():
+        sys.exit(f"--compare-with: no homeprice_assets/cli.py under {args.compare_with}")
     base = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
     for key in ("MLFLOW_TRACKING_URI", "DAGSTER_HOME", "HOMEPRICE_DAGSTER_STORAGE", "HOMEPRICE_CONFIG"):
         base.pop(key, None)
     cli = [sys.executable, "-m", "homeprice_assets.cli"]
     pairs: list[tuple[Timing, Timing]] = []
+    others: list[Timing] = []  # --compare-with: the other checkout's graph run, round by round
     ingest = ingest_out = out = None
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="homeprice-bench-") as tmp:
@@ -107,11 +117,20 @@ def main() -> None:
                 timing, out = _timed([sys.executable, "-c", PLAIN, args.until, f"{tmp}/plain"], base)
                 return timing
 
-            if round_ % 2 == 0:
-                graph_t, plain_t = graph(), plain()
-            else:
-                plain_t, graph_t = plain(), graph()
-            pairs.append((graph_t, plain_t))
+            def other() -> Timing:
+                env = {**base, "HOMEPRICE_HOME": f"{tmp}/other", "PYTHONPATH": str(args.compare_with)}
+                # run from there: ``-m`` puts the working directory before PYTHONPATH on sys.path
+                return _timed([*cli, "run", "--until", args.until], env, cwd=args.compare_with)[0]
+
+            runs = {"graph": graph, "plain": plain, **({"other": other} if args.compare_with else {})}
+            names = list(runs)
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            if len(names) == 2 and round_ % 2:
+                order = ["plain", "graph"]
+            times = {name: runs[name]() for name in order}
+            pairs.append((times["graph"], times["plain"]))
+            if "other" in times:
+                others.append(times["other"])
             if round_ == 0 and not args.no_ingest:
                 ingest_env = {**base, "HOMEPRICE_HOME": f"{tmp}/ingest"}
                 _timed([*cli, "land", "--until", args.until], ingest_env)
@@ -130,10 +149,16 @@ def main() -> None:
         tag = f" [{i}]" if len(pairs) > 1 else ""
         row("plain script (same functions, one process)" + tag, plain_t, plain_t)
         row("homeprice run (Dagster graph)" + tag, graph_t, plain_t)
+        if others:
+            row(f"homeprice run of --compare-with{tag}", others[i - 1], plain_t)
     if len(pairs) > 1:
         wall = statistics.median(g.wall / p.wall for g, p in pairs)
         cpu = statistics.median(g.cpu / p.cpu for g, p in pairs)
         print(f"{f'median ratios of {len(pairs)} rounds':<56}{wall:>7.2f}{'':>8}{cpu:>7.2f}")
+        if others:
+            wall = statistics.median(o.wall / p.wall for o, (_, p) in zip(others, pairs, strict=True))
+            cpu = statistics.median(o.cpu / p.cpu for o, (_, p) in zip(others, pairs, strict=True))
+            print(f"{'  --compare-with: median ratios':<56}{wall:>7.2f}{'':>8}{cpu:>7.2f}")
     if ingest is not None:
         row("homeprice ingest alone (all months, own home)", ingest, pairs[0][1])
         print(f"homeprice ingest: {ingest_out.strip().splitlines()[-1]}")
