@@ -7,8 +7,6 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
-from dagster_aws.s3 import S3Resource
-
 # What boto3 reads its credentials and region from: a client is reused only while these are unchanged.
 _CLIENT_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -38,6 +36,10 @@ def s3_client(endpoint_url: str | None = None, region_name: str | None = None) -
 def _cached_client(
     endpoint_url: str | None, region_name: str | None, env: tuple[str | None, ...], pid: int
 ) -> Any:
+    # imported here: dagster_aws (boto3, and Dagster's test utilities through its components) takes
+    # about 0.4 s to import, which every process that imports the definitions paid without an S3 store
+    from dagster_aws.s3 import S3Resource
+
     return S3Resource(endpoint_url=endpoint_url, region_name=region_name).get_client()
 
 
