@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -24,6 +25,23 @@ COLUMNS = "columns"
 LAZY_PARTITIONS = "lazy_partitions"
 
 Loader = Callable[[], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class EncodedParquet:
+    """A DataFrame already encoded as the Parquet file these IO managers write for it (the same bytes).
+
+    The ingest step's worker process encodes its months' frames itself: the step then hands the IO
+    manager bytes to store rather than frames to copy back from the worker and encode.
+    """
+
+    data: bytes
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> EncodedParquet:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return cls(buffer.getvalue())
 
 
 def _input_meta(context: dg.InputContext) -> dict[str, Any]:
@@ -47,14 +65,17 @@ class ParquetIOManager(dg.UPathIOManager):
     extension = ".parquet"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        if not isinstance(obj, pd.DataFrame):
+        if not isinstance(obj, pd.DataFrame | EncodedParquet):
             raise TypeError(
                 f"{context.asset_key.to_user_string()}: ParquetIOManager stores DataFrames, "
                 f"got {type(obj).__name__}"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
-        obj.to_parquet(tmp, index=False)
+        if isinstance(obj, EncodedParquet):
+            tmp.write_bytes(obj.data)
+        else:
+            obj.to_parquet(tmp, index=False)
         os.replace(tmp, path)  # readers never see a half-written file
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
@@ -119,16 +140,15 @@ class S3ParquetStorage(dg.ConfigurableIOManager):
         return pd.read_parquet(body, columns=columns)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        if not isinstance(obj, pd.DataFrame):
+        if not isinstance(obj, pd.DataFrame | EncodedParquet):
             raise TypeError(
                 f"{context.asset_key.to_user_string()}: S3ParquetStorage stores DataFrames, "
                 f"got {type(obj).__name__}"
             )
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        buffer = io.BytesIO()
-        obj.to_parquet(buffer, index=False)
+        body = (obj if isinstance(obj, EncodedParquet) else EncodedParquet.of(obj)).data
         key = self._key(context.asset_key, partition)
-        self._client().put_object(Bucket=self.bucket, Key=key, Body=buffer.getvalue())
+        self._client().put_object(Bucket=self.bucket, Key=key, Body=body)
         context.add_output_metadata({"uri": f"s3://{self.bucket}/{key}"})
 
     def load_input(

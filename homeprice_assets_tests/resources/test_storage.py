@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from homeprice_assets.resources.storage import COLUMNS, LAZY_PARTITIONS
+from homeprice_assets.resources.storage import COLUMNS, LAZY_PARTITIONS, EncodedParquet
 
 months = dg.StaticPartitionsDefinition(["2014-01", "2014-02", "2014-03"])
 
@@ -54,3 +54,25 @@ def test_lazy_partitions_read_only_what_is_called_and_only_the_columns_asked(
     assert list(seen["feb"].columns) == ["sale_month", "price"]  # what the month has of what was asked
     pd.testing.assert_frame_equal(seen["jan"], seen["eager"]["2014-01"][["sale_month", "latitude", "price"]])
     assert sorted(seen["eager"]) == ["2014-01", "2014-02"] and "note" in seen["eager"]["2014-02"]
+
+
+def test_a_frame_encoded_ahead_is_stored_as_the_same_file_as_the_frame(
+    instance: dg.DagsterInstance, storage, project_home
+) -> None:
+    """The ingest step's worker hands the IO manager Parquet it encoded itself: the file must be the one
+    the frame would have made, byte for byte, and read back as the frame."""
+    frame = pd.DataFrame({"sale_month": ["2014-01"] * 3, "price": [1.0, None, 3.0], "note": ["a", None, "c"]})
+
+    @dg.asset(name="monthly", partitions_def=months)
+    def as_frame() -> pd.DataFrame:
+        return frame
+
+    @dg.asset(name="monthly", partitions_def=months)
+    def encoded() -> EncodedParquet:
+        return EncodedParquet.of(frame)
+
+    folder = project_home / "storage" / "monthly"
+    for month, asset in (("2014-01", as_frame), ("2014-02", encoded)):
+        dg.materialize([asset], partition_key=month, instance=instance, resources={"io_manager": storage})
+    assert (folder / "2014-01.parquet").read_bytes() == (folder / "2014-02.parquet").read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "2014-02.parquet"), frame)
