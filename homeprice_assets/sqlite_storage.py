@@ -32,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as db
 import yaml
+from dagster._core.event_api import EventLogRecord
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
@@ -61,6 +62,8 @@ _RUN_ENDED = {
 }
 # Runs whose files a process keeps open at once (a run worker executes one; an in-process test a few).
 _MAX_KEPT_RUNS = 8
+# Materializations remembered with their storage ids (``stored_materialization``): a month's, for a while.
+_MAX_REMEMBERED = 256
 
 
 class _KeptOpen:
@@ -161,6 +164,8 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines = _Engines(limit=64)  # before super's init, which reads the index
         self._kept = _KeptOpen(limit=_MAX_KEPT_RUNS + 1)  # the runs and the index
         self._tables: set[str] = set()
+        self._stored: OrderedDict[tuple[Any, str | None], EventLogRecord] = OrderedDict()
+        self._storing = threading.local()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -191,9 +196,28 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
                     self._tables.add(table_name)
         return table_name in self._tables
 
-    def store_event(self, event: EventLogEntry) -> None:
-        super().store_event(event)  # creates the run's file on its first event
+    def _store_asset_event(self, conn: Connection, event: EventLogEntry, event_id: int) -> None:
+        super()._store_asset_event(conn, event, event_id)
+        self._storing.record = EventLogRecord(event_id, event)  # remembered once its transaction is done
+
+    def stored_materialization(self, asset_key: Any, partition: str | None) -> EventLogRecord | None:
+        """The newest materialization of ``asset_key`` (``partition``) that this process stored, with its
+        storage id, as ``fetch_materializations`` would return it: the ingest step points each month's
+        checks and downstream provenance at the materialization it just stored, without a query."""
         with self._db_lock:
+            return self._stored.get((asset_key, partition))
+
+    def store_event(self, event: EventLogEntry) -> None:
+        self._storing.record = None
+        super().store_event(event)  # creates the run's file on its first event
+        record, self._storing.record = self._storing.record, None
+        with self._db_lock:
+            if record is not None and event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                key = (event.dagster_event.asset_key, event.dagster_event.partition)
+                self._stored.pop(key, None)
+                self._stored[key] = record
+                while len(self._stored) > _MAX_REMEMBERED:
+                    self._stored.popitem(last=False)
             self._kept.hold(self.conn_string_for_shard(INDEX_SHARD_NAME))
             if not event.run_id:
                 return
@@ -219,6 +243,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             self._kept.release_all()
             self._engines.clear()
             self._tables.clear()
+            self._stored.clear()
         super().wipe()
 
     def dispose(self) -> None:

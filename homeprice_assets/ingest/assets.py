@@ -246,7 +246,14 @@ class _Run:
         )
         if key != QUARANTINE:  # stored by now: its record (storage id) is what checks and inputs point at
             self.records.pop((key, month), None)
-            self.records[key, month] = self.latest(key, month)
+            self.records[key, month] = self._just_stored(key, month) or self.latest(key, month)
+
+    def _just_stored(self, key: dg.AssetKey, month: str) -> dg.EventLogRecord | None:
+        """The materialization of ``key``'s month this run just stored, as the storage remembers it (the
+        repository's SQLite storage does; any other is asked, as ``latest`` does)."""
+        stored = getattr(self.instance.event_log_storage, "stored_materialization", None)
+        record = stored(key, month) if stored is not None else None
+        return record if record is not None and record.run_id == self.context.run_id else None
 
     def evaluate(
         self, key: dg.AssetKey, month: str, results: list[dg.AssetCheckResult]

@@ -25,6 +25,7 @@ from homeprice_assets.partitions import register_months
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.landing import LocalLandingZone, month_digest
 from homeprice_assets.resources.storage import ParquetStorage
+from homeprice_assets.sqlite_storage import instance_settings
 from homeprice_assets_tests.helpers import ingest_month, ingest_range
 
 MONTHS = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05"]
@@ -87,7 +88,10 @@ def test_a_range_run_records_what_month_by_month_runs_do(tmp_path: Path, bundled
         zone = _land(root, bundled_sales)
         (root / "dagster").mkdir()
         storage = ParquetStorage(base_dir=str(root / "storage"))
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        # the range run on the repository's storage (its step reads back what it stored from the storage's
+        # memory), the months on Dagster's own: both must record the same
+        overrides = instance_settings(root / "dagster" / "storage") if way == "range" else None
+        with dg.instance_for_test(temp_dir=str(root / "dagster"), overrides=overrides) as instance:
             if way == "by_month":
                 for month in MONTHS:
                     ingest_month(month, instance, zone, storage)

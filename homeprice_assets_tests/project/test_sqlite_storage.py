@@ -81,3 +81,27 @@ def test_a_home_made_by_dagsters_sqlite_storage_keeps_its_history(tmp_path: Path
     second = dg.materialize([one], instance=ours)
     assert ours.get_latest_materialization_event(dg.AssetKey("one")).run_id == second.run_id
     ours.dispose()
+
+
+def test_it_remembers_the_materializations_it_stored_as_they_are_read_back(tmp_path: Path) -> None:
+    """The ingest step points each month's checks at the materialization it just stored: the storage hands
+    it the record (storage id included) it would read back, newest per partition, without a query."""
+    months = dg.StaticPartitionsDefinition(["2014-01", "2014-02"])
+
+    @dg.asset(partitions_def=months)
+    def monthly(context) -> int:
+        return 1
+
+    instance = _instance(tmp_path)
+    storage = instance.event_log_storage
+    assert storage.stored_materialization(dg.AssetKey("monthly"), "2014-01") is None
+    for month in ["2014-01", "2014-02", "2014-01"]:
+        dg.materialize([monthly], instance=instance, partition_key=month)
+    for month in ["2014-01", "2014-02"]:
+        remembered = storage.stored_materialization(dg.AssetKey("monthly"), month)
+        read = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("monthly"), asset_partitions=[month]), limit=1
+        ).records[0]
+        assert remembered == read
+    assert storage.stored_materialization(dg.AssetKey("monthly"), None) is None
+    instance.dispose()
