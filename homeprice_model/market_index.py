@@ -58,6 +58,10 @@ class IndexParams:
     # Huber reweighting passes, so that sales far off the market (non-arm's-length) count less
     robust_iterations: int = 2
     huber_delta: float = 0.2  # log-price residual beyond which a sale is down-weighted
+    # At most this many sales (a seeded uniform sample) enter the fit: the index has about a thousand
+    # coefficients, and its normal equations cost rows x nonzeros^2 per Huber pass (30 s of a 1M-sale
+    # update, most of it here). None: every sale. The bundled data (43k) is never sampled.
+    max_rows: int | None = 250_000
 
 
 @dataclass
@@ -72,11 +76,17 @@ class MarketIndex:
     location_dev: dict[str, np.ndarray] = field(default_factory=dict)
     slope: float = 0.0
     seasonal_effect: np.ndarray = field(default_factory=lambda: np.zeros(12))
+    fit_rows: int = 0  # sales the fit used (fewer than given when sampled, see IndexParams.max_rows)
 
     # ----------------------------------------------------------------------------------------------------
     def fit(self, features: pd.DataFrame, log_price: np.ndarray) -> MarketIndex:
         """Estimate the index from a feature table (``make_features`` output) and log prices."""
         p = self.params
+        log_price = np.asarray(log_price, dtype=float)
+        if p.max_rows is not None and len(features) > p.max_rows:
+            keep = np.sort(np.random.default_rng(0).choice(len(features), int(p.max_rows), replace=False))
+            features, log_price = features.iloc[keep], log_price[keep]
+        self.fit_rows = len(features)
         t = features["months_since_origin"].to_numpy(dtype=int)
         self.first_month, self.last_month = int(t.min()), int(t.max())
         n_months = self.last_month - self.first_month + 1
