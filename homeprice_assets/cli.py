@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
     from homeprice_assets.ingest.report import IngestReport
     from homeprice_assets.resources.registry import Registry
 
@@ -63,7 +65,7 @@ def _month_bar(total: int) -> Callable[[str], None]:
     return done
 
 
-def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
+def run_ingest(months: Sequence[str] | None = None, instance: DagsterInstance | None = None) -> IngestReport:
     """Register landed months as partitions; ingest every month whose files changed, in one in-process run.
 
     Each month is "ran", "unchanged" (the same files were ingested successfully before), "failed", or
@@ -79,7 +81,7 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
 
     return ingest_months(
         defs.resolve_job_def("ingest_job"),
-        dg.DagsterInstance.get(),
+        instance or dg.DagsterInstance.get(),
         defs.resources["landing"],
         months,
         run_config=QUIET,
@@ -89,7 +91,7 @@ def run_ingest(months: Sequence[str] | None = None) -> IngestReport:
     )
 
 
-def run_lifecycle() -> bool:
+def run_lifecycle(instance: DagsterInstance | None = None) -> bool:
     """Run the model lifecycle job once, in-process, logging each step as it finishes."""
     import dagster as dg
 
@@ -99,7 +101,7 @@ def run_lifecycle() -> bool:
     config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     print("training, validating and promoting (progress below) ...", file=sys.stderr)
     result = job.execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False, run_config=config
+        instance=instance or dg.DagsterInstance.get(), raise_on_error=False, run_config=config
     )
     for check in result.get_asset_check_evaluations():
         print(
@@ -120,13 +122,57 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if _report_ingest(run_ingest()) else 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    if not args.no_land:
+def _land_ahead(args: argparse.Namespace) -> Callable[[], None]:
+    """Start ``cmd_land`` in a forked process; returns the call that waits for it to finish.
+
+    ``homeprice run`` imports the definitions (SciPy, MLflow, LightGBM, Dagster's assets: seconds) while
+    the landing writes its files on the other core. The landing modules are imported first, so the fork
+    inherits them and nothing is imported twice. A landing that fails there runs again here, so its error
+    (or its success) is what ``homeprice land`` gives. Elsewhere than Linux it lands at once.
+    """
+    from homeprice_assets.ingest.landing import check_bounds  # pandas, the landing zone: for the fork
+    from homeprice_assets.resources import landing as zones  # noqa: F401
+
+    check_bounds(args.until, args.since)  # a wrong month is said at once, as landing alone says it
+    if sys.platform != "linux":
         cmd_land(args)
-    results = run_ingest()
+        return lambda: None
+    import multiprocessing
+
+    sys.stdout.flush()  # what is buffered now is printed once, by this process
+    sys.stderr.flush()
+    process = multiprocessing.get_context("fork").Process(
+        target=_land_in_child, args=(args,), name="homeprice-land"
+    )
+    process.start()
+
+    def finish() -> None:
+        process.join()
+        if process.exitcode != 0:
+            cmd_land(args)
+
+    return finish
+
+
+def _land_in_child(args: argparse.Namespace) -> None:
+    try:
+        cmd_land(args)
+    except BaseException:  # the parent lands again and reports the error as `homeprice land` would
+        sys.exit(1)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    started = time.perf_counter()
+    landed = (lambda: None) if args.no_land else _land_ahead(args)
+    from homeprice_assets.definitions import defs  # noqa: F401  (imported while the months land)
+
+    instance = dg.DagsterInstance.get()  # one for both runs
+    landed()
+    results = run_ingest(instance=instance)
     failed = _report_ingest(results)
-    trained = run_lifecycle() if len(failed) < len(results.months) else False
+    trained = run_lifecycle(instance) if len(failed) < len(results.months) else False
     _print_next_steps(started, trained)
     return 1 if failed or not trained else 0
 

@@ -27,6 +27,16 @@ def split_by_month(sales: pd.DataFrame, config: DataConfig) -> dict[str, pd.Data
     return {f"{m // 100:04d}-{m % 100:02d}": part for m, part in sales.groupby(months, sort=True)}
 
 
+def check_bounds(until: str | None, since: str | None) -> None:
+    """``until`` and ``since`` are months (``ValueError`` naming the one that is not)."""
+    for name, value in (("until", until), ("since", since)):
+        if value is not None:
+            try:
+                pd.Period(value, "M")
+            except Exception as exc:
+                raise ValueError(f"{name}: expected a month like 2014-06, got {value!r}") from exc
+
+
 def land_history(
     zone: LandingZone,
     config: DataConfig,
@@ -40,12 +50,7 @@ def land_history(
     Files are written whole (atomically), so a sensor never reads half a month. Re-landing a month rewrites
     identical bytes, which the pipeline recognises as unchanged.
     """
-    for name, value in (("until", until), ("since", since)):
-        if value is not None:
-            try:
-                pd.Period(value, "M")
-            except Exception as exc:
-                raise ValueError(f"{name}: expected a month like 2014-06, got {value!r}") from exc
+    check_bounds(until, since)
     sales = pd.read_csv(source, dtype=str, keep_default_na=False)
     by_month = split_by_month(sales, config)
     months = [m for m in by_month if (until is None or m <= until) and (since is None or m >= since)]
