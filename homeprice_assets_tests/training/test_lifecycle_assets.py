@@ -89,13 +89,18 @@ LIFECYCLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> Iterator[Env]:
-    root = tmp_path_factory.mktemp("lifecycle")
+def env_in(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame, name: str) -> Iterator[Env]:
+    """An ``Env`` in a new folder ``name``, with ``HOMEPRICE_HOME`` (reports) inside it while it lives."""
+    root = tmp_path_factory.mktemp(name)
     old_home = os.environ["HOMEPRICE_HOME"]
     os.environ["HOMEPRICE_HOME"] = str(root / "home")
     yield Env(root, features)
     os.environ["HOMEPRICE_HOME"] = old_home
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> Iterator[Env]:
+    yield from env_in(tmp_path_factory, features, "lifecycle")
 
 
 @pytest.fixture(scope="module")

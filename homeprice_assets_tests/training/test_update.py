@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from homeprice_assets.training.model import fit_price_model
 from homeprice_assets.training.settings import UpdateSettings
 from homeprice_assets.training.splits import time_split
 from homeprice_assets.training.update import update_plan, update_price_model
-from homeprice_assets_tests.training.test_lifecycle_assets import ALL_ASSETS, EXPLAIN, LIFECYCLE, Env
+from homeprice_assets_tests.training.test_lifecycle_assets import ALL_ASSETS, EXPLAIN, LIFECYCLE, Env, env_in
 from homeprice_model import MODEL_CODE_VERSION
 
 QUICK = {"num_boost_round": 300, "early_stopping_rounds": 30}
@@ -117,11 +116,7 @@ def test_an_update_carries_the_champion_a_month_on_and_prices_like_a_full_refit(
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, features: pd.DataFrame) -> Iterator[Env]:
-    root = tmp_path_factory.mktemp("update")
-    old_home = os.environ["HOMEPRICE_HOME"]
-    os.environ["HOMEPRICE_HOME"] = str(root / "home")
-    yield Env(root, features)
-    os.environ["HOMEPRICE_HOME"] = old_home
+    yield from env_in(tmp_path_factory, features, "update")
 
 
 def _run(env: Env, tags: dict | None = None, full_refit: bool = False) -> dg.ExecuteInProcessResult:
