@@ -297,11 +297,13 @@ def validation_report(
             predictions["champion"] = champion_pyfunc.predict(inputs)
         except Exception as exc:  # an incompatible old champion must not block the pipeline forever
             context.log.warning(f"champion v{champion} could not score the validation set: {exc}")
-    predictions["baseline"] = fit_baseline(training_set).predict(inputs)
+    baseline = fit_baseline(training_set)
+    predictions["baseline"] = baseline.predict(inputs)
     facts = {
         "challenger_version": version,
         "champion_version": champion,
         "train_months": f"{training_set['sale_month'].min()}..{training_set['sale_month'].max()}",
+        "baseline_fit_rows": f"{baseline.fit_rows:,} of {len(training_set):,} training sales",
     }
     report = reports.validation_report(
         reports_dir(version) / "validation", validation_set.reset_index(drop=True), predictions, facts=facts

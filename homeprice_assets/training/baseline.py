@@ -4,6 +4,11 @@ Ridge regression of log price on size, quality, age, coordinates (when the data 
 linear time trend. The trend (not month dummies) lets it carry the price level forward past its training
 data, as a hedonic valuation model would; it takes the same raw inputs and returns the same ``price`` column
 as the model.
+
+It fits on at most ``max_rows`` sales (a seeded uniform sample): a ridge of a few dozen coefficients gains
+nothing from a million rows, and its column transforms on a 1M-sale window cost about 4.5 s of every
+validation run. On the bundled data (never sampled), 12,000 of 30,708 sales value 2016 within 0.6% (median)
+of the full fit, MdAPE 11.65% against 11.66%.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ COORDINATES = ("latitude", "longitude")
 class HedonicBaseline:
     """``fit(table)`` on a feature table; ``predict(raw inputs)`` -> DataFrame with ``price``."""
 
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = alpha
+    def __init__(self, alpha: float = 1.0, max_rows: int = 200_000, seed: int = 0) -> None:
+        self.alpha, self.max_rows, self.seed = alpha, max_rows, seed
+        self.fit_rows = 0
         self.pipeline: Pipeline | None = None
         self.reference_date: pd.Timestamp | None = None
         self.columns: list[str] = []
@@ -53,6 +59,10 @@ class HedonicBaseline:
         return Pipeline([("columns", ColumnTransformer(parts)), ("ridge", Ridge(alpha=self.alpha))])
 
     def fit(self, table: pd.DataFrame) -> HedonicBaseline:
+        if len(table) > self.max_rows:
+            keep = np.random.default_rng(self.seed).choice(len(table), self.max_rows, replace=False)
+            table = table.iloc[np.sort(keep)]
+        self.fit_rows = len(table)
         coordinates = all(c in table and table[c].notna().any() for c in COORDINATES)
         self.columns = [*NUMERIC, *(COORDINATES if coordinates else ()), "location"]
         self.pipeline = self._pipeline(coordinates).fit(
@@ -75,9 +85,9 @@ class HedonicBaseline:
         return pd.DataFrame({"price": np.exp(log_price)}, index=frame.index)
 
 
-def fit_baseline(train: pd.DataFrame, alpha: float = 1.0) -> HedonicBaseline:
-    """Fit the hedonic baseline on a feature table."""
-    return HedonicBaseline(alpha=alpha).fit(train)
+def fit_baseline(train: pd.DataFrame, alpha: float = 1.0, max_rows: int = 200_000) -> HedonicBaseline:
+    """Fit the hedonic baseline on a feature table (on at most ``max_rows`` of its sales)."""
+    return HedonicBaseline(alpha=alpha, max_rows=max_rows).fit(train)
 
 
 class MedianPriceBaseline:
