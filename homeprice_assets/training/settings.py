@@ -41,7 +41,11 @@ class TrainingSettings(BaseModel):
     early_stopping_months: int = Field(3, ge=1, description="inner time-ordered slice for early stopping")
     interval_level: float = Field(0.8, gt=0, lt=1)
     params: dict[str, Any] = Field(default_factory=dict, description="over training.model.DEFAULT_PARAMS")
-    explain_sample: int = Field(2000, ge=50, description="rows of the validation set SHAP explains")
+    # SHAP costs the same at every data size (about 6 s per 1,000 homes on the blended trees). Measured on
+    # 4,000 bundled validation homes: 1,000 of them give every feature's mean |SHAP| above 0.01 within
+    # 5.6% of the 4,000's (30 draws; Spearman >= 0.988), 2,000 within 3.6%; ranks of near-equal features
+    # swap at either size.
+    explain_sample: int = Field(1000, ge=50, description="rows of the validation set SHAP explains")
     schedule: str = Field("0 3 1 * *", description="cron of the recurring lifecycle run (a floor)")
     update: UpdateSettings = Field(default_factory=UpdateSettings)
 
