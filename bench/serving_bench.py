@@ -68,11 +68,15 @@ STARLETTE_APP = textwrap.dedent(
     from homeprice_model import INPUT_FIELDS
 
     # The same fast path as the service (the model's columnar predict), without validation or logging:
-    # the ratio then measures the service, not the model code.
+    # the ratio then measures the service, not the model code. The parcel goes in too, as the service
+    # passes it: the model looks up the parcel's last sale (repeat sales) for every home that has one.
     model = mlflow.pyfunc.load_model("models:/homeprice@champion").unwrap_python_model()
 
     def columns(rows):
-        return {c: [r.get(c) for r in rows] for c in INPUT_FIELDS}
+        out = {c: [r.get(c) for r in rows] for c in INPUT_FIELDS}
+        if any(r.get("parcel_id") is not None for r in rows):
+            out["parcel_id"] = [r.get("parcel_id") for r in rows]
+        return out
 
     async def predict(request: Request):
         out = model.predict_columns(columns([(await request.json())["home"]]))
