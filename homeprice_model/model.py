@@ -345,6 +345,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         from homeprice_model.features import as_numbers, as_text
 
         n = len(np.atleast_1d(np.asarray(columns["location"], dtype=object)))
+        if n <= _SMALL and self._request_ok(columns, n):
+            return  # the common case, one home valid, in plain Python; otherwise the checks below say why
         locations = as_text(columns["location"], n)
         bad = self.unknown_locations(locations)
         if bad.any():
@@ -367,6 +369,26 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
                     f"{field}: {values[rows[0]]:g} in row(s) {_rows(rows)} is outside the model's training "
                     f"range {lo:g}..{hi:g}"
                 )
+
+    def _request_ok(self, columns: Mapping[str, Any], n: int) -> bool:
+        """True when every row passes ``check_request``'s checks, in Python scalars: one home costs a
+        few microseconds instead of ~20 in NumPy (per request in the service). False is not an error:
+        it sends the rows through the array checks, which find and name the problem."""
+        from homeprice_model.features import as_numbers
+
+        locations = columns["location"]
+        if isinstance(locations, str) or not hasattr(locations, "__len__"):
+            locations = [locations]
+        known = self.locations
+        if not all(type(loc) is str and loc in known for loc in locations):
+            return False  # a missing or non-text location: the array path decides what it is
+        for field, (lo_key, hi_key) in BOUNDED_FIELDS.items():
+            if not self.bounds or columns.get(field) is None or lo_key not in self.bounds:
+                continue
+            lo, hi = self.bounds[lo_key], self.bounds[hi_key]
+            if any(v < lo or v > hi for v in as_numbers(columns[field], n).tolist()):  # NaN passes
+                return False
+        return True
 
     # --------------------------------------------------------------------------- the pyfunc contract
     def features(self, model_input: pd.DataFrame) -> pd.DataFrame:

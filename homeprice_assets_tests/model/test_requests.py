@@ -4,6 +4,7 @@ model's own bounds (a model trained elsewhere serves there), and models with and
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import mlflow
@@ -115,6 +116,40 @@ def test_living_area_is_held_to_the_models_range(small: Small, seattle: LoadedMo
         predictor.predict(seattle, predictor.to_columns(homes(small, 1, location="atlantis")))
     # requests without coordinates are fine: the bounds apply to values given
     predictor.predict(seattle, predictor.to_columns(homes(small, 1, latitude=None, longitude=None)))
+
+
+def test_one_home_checks_agree_with_the_array_checks(seattle: LoadedModel) -> None:
+    # check_request takes a plain-Python path for small requests; a large one runs the array checks. The
+    # same home, alone and padded to a batch past that path, must pass or fail alike, with the same error.
+    model = seattle.inner
+    bounds = model.bounds
+    known = sorted(model.locations)[0]
+    cases = [
+        {"location": known, "living_sf": bounds["min_living_sf"]},  # at the bounds: inside
+        {"location": known, "living_sf": bounds["max_living_sf"], "latitude": None},  # not given: fine
+        {"location": known, "living_sf": bounds["max_living_sf"] + 1},
+        {"location": known, "living_sf": 1500.0, "latitude": bounds["min_latitude"] - 0.01},
+        {"location": known, "living_sf": float("nan"), "longitude": "not a number"},  # NaN: not out
+        {"location": "atlantis", "living_sf": 1500.0},
+        {"location": None, "living_sf": 1500.0},
+        {"location": int(known) if known.isdigit() else known, "living_sf": 1500.0},  # a number as text
+    ]
+
+    def outcome(columns: dict) -> str:
+        try:
+            model.check_request(columns)
+        except predictor.RequestError as exc:
+            return re.sub(r"row\(s\) [\d, .]+", "row(s) .. ", f"{type(exc).__name__}: {exc}")
+        return "ok"
+
+    seen = set()
+    for home in cases:
+        one = {k: [v] for k, v in home.items()}
+        many = {k: [v] * 100 for k, v in home.items()}  # > the small-request path's size
+        first = outcome(one)
+        assert first == outcome(many), home
+        seen.add(first.split(":")[0])
+    assert seen == {"ok", "OutOfBoundsError", "UnknownLocationError"}
 
 
 def test_training_bounds_from_config_or_observed_range(small: Small) -> None:
