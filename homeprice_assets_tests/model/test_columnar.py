@@ -12,6 +12,7 @@ import pytest
 from homeprice_assets.training.tracking import coerce_inputs
 from homeprice_model import FEATURES, INPUT_FIELDS, feature_columns, make_features
 from homeprice_model.features import frame_columns
+from homeprice_model.model import _ONE_THREAD_ROWS
 
 from .conftest import Small
 
@@ -49,6 +50,18 @@ def test_columns_equal_batch_on_validation_rows(small: Small) -> None:
         one = small.model.predict_columns({c: [rows[c].iloc[i]] for c in INPUT_FIELDS})
         np.testing.assert_allclose(one["price"], batch["price"].iloc[[i]], rtol=1e-9)
         assert one["price_lower"][0] < one["price"][0] < one["price_upper"][0]
+
+
+def test_a_large_batch_on_every_core_prices_as_small_batches(small: Small) -> None:
+    """Above ``_ONE_THREAD_ROWS`` rows LightGBM predicts on every core; each row must price as in a
+    one-thread batch."""
+    rows = small.train[list(INPUT_FIELDS)].reset_index(drop=True)
+    assert len(rows) > 2 * _ONE_THREAD_ROWS
+    whole = small.model.predict_log_columns(columns_of(rows))
+    step = _ONE_THREAD_ROWS // 2
+    chunks = [rows.iloc[i : i + step] for i in range(0, len(rows), step)]
+    parts = [small.model.predict_log_columns(columns_of(chunk)) for chunk in chunks]
+    np.testing.assert_allclose(whole, np.concatenate(parts), rtol=1e-12, atol=0)
 
 
 def test_missing_optional_fields_and_no_sale_date(small: Small) -> None:
