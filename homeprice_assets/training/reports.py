@@ -366,7 +366,7 @@ def explanation_report(
         sample = sample.iloc[np.sort(keep)]
         y = None if y is None else np.asarray(y)[np.sort(keep)]
     reason = None
-    method = "shap.TreeExplainer"
+    method = "TreeSHAP"
     try:
         if force_fallback:
             raise RuntimeError("SHAP disabled by request (force_fallback=True)")

@@ -20,6 +20,7 @@ from homeprice_assets_tests.serving.conftest import (
     stop_server,
     wait_ready,
 )
+from homeprice_model.model import EXPLAIN_METHOD
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_explanation_adds_up_to_the_price(server: Server, registry: Registry) ->
     assert math.exp(total) == pytest.approx(price, rel=1e-4)
     sizes = [abs(c["value"]) for c in explanation["contributions"]]
     assert sizes == sorted(sizes, reverse=True)
-    assert explanation["method"].startswith(("shap", "lightgbm"))
+    assert explanation["method"] == EXPLAIN_METHOD
 
 
 @pytest.mark.parametrize(

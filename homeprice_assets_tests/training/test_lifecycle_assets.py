@@ -23,6 +23,7 @@ from homeprice_assets.training import assets as lifecycle
 from homeprice_assets.training.baseline import MedianPriceBaseline
 from homeprice_assets.training.metrics import mdape
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver
+from homeprice_model.model import EXPLAIN_METHOD
 
 pytestmark = pytest.mark.slow
 
@@ -143,8 +144,8 @@ def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.Execu
     assert "first model" in html and "Intended use" in html and "data:image/png;base64" in html
     calibration = run.data.params["calibration_range"]
     assert calibration == "2014-10..2015-09" and calibration in html  # training.calibration_months: 12
-    assert "Global importance (shap" in html
-    assert _meta(first, "model_explanations")["method"].startswith("shap")
+    assert f"Global importance ({EXPLAIN_METHOD})" in html
+    assert _meta(first, "model_explanations")["method"] == EXPLAIN_METHOD
 
 
 def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> None:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
+import shap
 
 from homeprice_assets.features.engineering import INPUT_FIELDS
 from homeprice_assets.training import metrics as M
 from homeprice_assets.training.baseline import MedianPriceBaseline, fit_baseline
+from homeprice_model.model import EXPLAIN_METHOD
 
 from .conftest import Fitted
 
@@ -52,9 +56,25 @@ def test_sale_date_defaults_to_last_training_month(fitted: Fitted) -> None:
 def test_explain_sums_to_prediction(fitted: Fitted) -> None:
     rows = fitted.inputs.head(50)
     contrib = fitted.model.explain(rows)
-    assert contrib.attrs["method"] in ("shap.TreeExplainer", "lightgbm.pred_contrib")
+    assert contrib.attrs["method"] == EXPLAIN_METHOD
     assert {"market_index", "base_value", *fitted.model.feature_names} == set(contrib.columns)
     np.testing.assert_allclose(contrib.sum(axis=1), fitted.model.predict_log(rows), atol=1e-6)
+
+
+def test_explain_equals_shaps_tree_explainer(fitted: Fitted) -> None:
+    """LightGBM's TreeSHAP, called directly, gives what SHAP's TreeExplainer gives for the same trees."""
+    model = copy.copy(fitted.model)
+    model.hedonic = None  # the trees' own contributions (the offset's shares are added on top)
+    rows = fitted.inputs.head(200)
+    ours = model.explain(rows)
+    x = model._design(model.features(rows))[model.feature_names]
+    explainers = [shap.TreeExplainer(b) for b in model.boosters]
+    values = np.mean([e.shap_values(x) for e in explainers], axis=0)
+    base = np.mean([np.ravel(e.expected_value)[0] for e in explainers])
+    np.testing.assert_allclose(ours[model.feature_names].to_numpy(), values, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["base_value"].to_numpy(), base, rtol=1e-9)
+    one = model.explain(rows.head(1))  # one home: one thread, the same values
+    np.testing.assert_allclose(one[model.feature_names].to_numpy(), values[:1], rtol=1e-9, atol=1e-12)
 
 
 def test_model_attributes(fitted: Fitted) -> None:

@@ -9,6 +9,7 @@ import pytest
 from homeprice_assets.training import reports as R
 from homeprice_assets.training.baseline import fit_baseline
 from homeprice_assets.training.model import fit_price_model
+from homeprice_model.model import EXPLAIN_METHOD
 
 from .conftest import Fitted
 
@@ -54,7 +55,7 @@ def test_validation_report(fitted: Fitted, scored: dict[str, pd.DataFrame], tmp_
 def test_explanations_shap_and_fallback(fitted: Fitted, tmp_path: Path) -> None:
     y = fitted.split.validation["sale_price"].to_numpy()
     shap_report = R.explanation_report(fitted.model, fitted.inputs, tmp_path / "shap", y=y, max_rows=500)
-    assert shap_report.method == "shap.TreeExplainer" and shap_report.fallback_reason is None
+    assert shap_report.method == EXPLAIN_METHOD and shap_report.fallback_reason is None
     imp = pd.read_csv(shap_report.csv_path)
     assert {"feature", "importance"} == set(imp.columns)
     assert {"market_index", "log_living_sf", "location"} <= set(imp["feature"])
