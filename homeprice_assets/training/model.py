@@ -191,14 +191,27 @@ def fit_hedonic(frame: pd.DataFrame, log_price: np.ndarray, ridge: float = 1.0) 
 def merge_boosters(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
     """One booster whose raw output is the mean of ``boosters``': their trees in turn, leaf values / k.
 
-    Written through LightGBM's text model format (the trees of each, renumbered; ``tree_sizes`` dropped, so
-    LightGBM reads the trees in turn); the header, parameters and pandas categories are the first booster's,
-    and all must be fit on the same features. Predictions equal the mean of the boosters' to rounding
-    (about 1e-13 in log price), and TreeSHAP on the merged trees is the mean of theirs.
+    Predictions equal the mean of the boosters' to rounding (about 1e-13 in log price), and TreeSHAP on the
+    merged trees is the mean of theirs. See ``_joined`` for the format.
     """
     if len(boosters) == 1:
         return boosters[0]
-    k = len(boosters)
+    return _joined(boosters, len(boosters))
+
+
+def append_trees(first: lgb.Booster, then: lgb.Booster) -> lgb.Booster:
+    """``first``'s trees followed by ``then``'s: what LightGBM's ``init_model`` continuation returns when
+    ``then`` was trained with ``first``'s raw predictions as its init score."""
+    return _joined([first, then], 1)
+
+
+def _joined(boosters: Sequence[lgb.Booster], divide_by: int) -> lgb.Booster:
+    """The trees of ``boosters`` in turn as one booster, leaf values divided by ``divide_by``.
+
+    Written through LightGBM's text model format (the trees of each, renumbered; ``tree_sizes`` dropped, so
+    LightGBM reads the trees in turn); the header, parameters and pandas categories are the first booster's,
+    and all must be fit on the same features.
+    """
     texts = [b.model_to_string() for b in boosters]
     first = texts[0]
     head = re.sub(r"(?m)^tree_sizes=.*\n", "", first[: first.index("\nTree=0\n") + 1])
@@ -213,8 +226,8 @@ def merge_boosters(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
         lines[0] = f"Tree={number}"
         for i, line in enumerate(lines):
             key, _, values = line.partition("=")
-            if key in ("leaf_value", "internal_value") and values:
-                lines[i] = f"{key}=" + " ".join(repr(float(v) / k) for v in values.split(" "))
+            if divide_by != 1 and key in ("leaf_value", "internal_value") and values:
+                lines[i] = f"{key}=" + " ".join(repr(float(v) / divide_by) for v in values.split(" "))
         out.append("\n".join(lines) + "\n\n")
     return lgb.Booster(model_str=head + "\n" + "".join(out) + tail)
 

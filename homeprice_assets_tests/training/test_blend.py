@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from homeprice_assets.training.model import DEFAULT_PARAMS, fit_price_model, merge_boosters
+from homeprice_assets.training.model import DEFAULT_PARAMS, append_trees, fit_price_model, merge_boosters
 
 from .conftest import Fitted
 
@@ -44,6 +44,25 @@ def test_merged_booster_predicts_and_explains_the_mean(fitted: Fitted) -> None:
     again = pickle.loads(pickle.dumps(merged))
     np.testing.assert_allclose(again.predict(later), merged.predict(later), rtol=0, atol=0)
     assert merge_boosters(boosters[:1]) is boosters[0]
+
+
+def test_appended_trees_equal_lightgbms_continued_training(fitted: Fitted) -> None:
+    """Monthly updates train on the champion's raw scores as init score and append the trees
+    (training/update.py): the same booster as LightGBM's ``init_model`` continuation."""
+    x, y, later = _design(fitted)
+    params = {k: DEFAULT_PARAMS[k] for k in ("learning_rate", "num_leaves", "num_threads", "verbose")}
+    params["objective"] = "regression_l1"
+    champion = lgb.train(params, lgb.Dataset(x.iloc[:2000], y[:2000]), 60)
+    recent, y_recent = x.iloc[1000:], y[1000:]
+    continued = lgb.train(params, lgb.Dataset(recent, y_recent), 20, init_model=champion)
+    init = champion.predict(recent, raw_score=True, num_threads=0)
+    added = lgb.train(params, lgb.Dataset(recent, y_recent, init_score=init), 20)
+    appended = append_trees(champion, added)
+    assert appended.num_trees() == continued.num_trees() == 80
+    np.testing.assert_allclose(appended.predict(later), continued.predict(later), rtol=0, atol=1e-12)
+    assert np.abs(appended.predict(later) - champion.predict(later)).max() > 1e-3  # it learnt something
+    contrib = appended.predict(later, pred_contrib=True)
+    np.testing.assert_allclose(contrib, continued.predict(later, pred_contrib=True), atol=1e-12)
 
 
 def test_the_default_model_serves_one_blended_booster(fitted: Fitted) -> None:
