@@ -54,6 +54,7 @@ from homeprice_assets.config import BUNDLED_DATA, load_config  # noqa: E402
 from homeprice_assets.features.engineering import INPUT_FIELDS, feature_table  # noqa: E402
 from homeprice_assets.ingest.rules import clean_sales  # noqa: E402
 from homeprice_assets.resources.registry import Registry  # noqa: E402
+from homeprice_assets.serving.holder import serving_model  # noqa: E402
 from homeprice_assets.training.model import fit_price_model  # noqa: E402
 from homeprice_assets.training.splits import time_split  # noqa: E402
 from homeprice_assets.training.tracking import coerce_inputs, input_example, register_price_model  # noqa: E402
@@ -71,6 +72,7 @@ STARLETTE_APP = textwrap.dedent(
     # the ratio then measures the service, not the model code. The parcel goes in too, as the service
     # passes it: the model looks up the parcel's last sale (repeat sales) for every home that has one.
     model = mlflow.pyfunc.load_model("models:/homeprice@champion").unwrap_python_model()
+    model.predict_threads = 1  # as the service sets it (serving_model)
 
     def columns(rows):
         out = {c: [r.get(c) for r in rows] for c in INPUT_FIELDS}
@@ -195,13 +197,14 @@ def one_home_ms(fn, number: int) -> tuple[float, float]:
 def raw_rows(model, uri: str, rows: pd.DataFrame, batch_rows: int) -> dict[str, tuple[float, float, float]]:
     """(ms for one home, its CPU ms, seconds for ``batch_rows`` homes) per layer, in one process and run."""
     pyfunc = mlflow.pyfunc.load_model(uri)
+    serving_model(pyfunc.unwrap_python_model())  # every layer on the service's threads: the same work
     one_frame = coerce_inputs(rows.iloc[[0]])
     one_cols = {c: one_frame[c].to_numpy() for c in one_frame.columns}
     one_x = model.design_matrix(model.feature_arrays(one_cols))
     big_frame = coerce_inputs(pd.concat([rows] * (batch_rows // len(rows) + 1)).iloc[:batch_rows])
     big_cols = {c: big_frame[c].to_numpy() for c in big_frame.columns}
     big_x = model.design_matrix(model.feature_arrays(big_cols))
-    threads = int(model.params.get("num_threads", 0) or 0)  # as predict_columns runs a large batch
+    threads = model.predict_threads  # as predict_columns runs a large batch
     # same answers on every layer, or the timings compare different work
     expected = model.predict_columns(one_cols)["price"]
     assert np.allclose(pyfunc.predict(one_frame)["price"].to_numpy(), expected, rtol=1e-9)
@@ -284,7 +287,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     big = (homes * (args.batch_rows // len(homes) + 1))[: args.batch_rows]
 
     # (1) raw, in-process: one home and a big batch through each layer, ratios to Booster.predict
-    raw = raw_rows(model, str(store.download(version)), rows, args.batch_rows)
+    raw = raw_rows(serving_model(model), str(store.download(version)), rows, args.batch_rows)
     print_raw(raw, args.batch_rows)
     if args.raw_only:
         return

@@ -34,7 +34,7 @@ from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.serving import predictor
 from homeprice_assets.serving.batch import Batch, BatchInput, log_rows, outputs, predictions_json
 from homeprice_assets.serving.fastpath import FastApi
-from homeprice_assets.serving.holder import LoadedModel, RolloutFollower, Serving
+from homeprice_assets.serving.holder import LoadedModel, RolloutFollower, Serving, serving_model
 from homeprice_assets.serving.middleware import JsonOnly
 from homeprice_assets.serving.predlog import PredictionLog
 from homeprice_assets.serving.schemas import (
@@ -250,7 +250,8 @@ class HomePrice:
         model = bentoml.models.get(_baked_model(self.model_name))
         pyfunc = bentoml.mlflow.load_model(model)
         version = model.info.labels.get("model_version", str(model.tag.version))
-        champion = LoadedModel(version, ROLE, str(model.tag), pyfunc, pyfunc.unwrap_python_model())
+        inner = serving_model(pyfunc.unwrap_python_model())
+        champion = LoadedModel(version, ROLE, str(model.tag), pyfunc, inner)
         self._changed(Serving(champion=champion), self.serving)
 
     def _changed(self, new: Serving, old: Serving) -> None:

@@ -71,6 +71,9 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
     # Class-level defaults for attributes added after a model may have been pickled: a champion logged by an
     # older release must still load and predict (the class is pickled by reference, its state by value).
     comparables: Any = None  # removed feature (no gain measured); only models pickled with it set it
+    # LightGBM threads for batches over _ONE_THREAD_ROWS rows and for TreeSHAP of two rows or more: 0 is
+    # every core (OpenMP's default; OMP_NUM_THREADS caps it). The service sets 1 (``serving_model``).
+    predict_threads: int = 0
     _explainer: Any = None
     _codes: dict[str, int] | None = None
     bounds: dict[str, float] | None = None  # training range of BOUNDED_FIELDS; None: logged before bounds
@@ -301,11 +304,11 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         if not len(x):
             return np.zeros(0), np.zeros(0)
         # One thread for small batches: OpenMP's thread start-up and spin-waiting cost more than the trees
-        # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default). Large batches use every
-        # core (OpenMP's default; OMP_NUM_THREADS caps it): prediction is one parallel loop over rows, with
-        # none of training's per-iteration spin-waiting (training keeps ``num_threads``). 20,000 rows, 876
+        # (measured on one row: 0.06 ms with one thread, 0.28 ms with the default). Large batches use
+        # ``predict_threads`` (every core unless set): prediction is one parallel loop over rows, with none
+        # of training's per-iteration spin-waiting (training keeps ``num_threads``). 20,000 rows, 876
         # trees, 2 cores: 1.26 s on one thread, 0.64 s on two, 0.95-1.04 s with the other core busy.
-        threads = 1 if len(x) <= _ONE_THREAD_ROWS else 0
+        threads = 1 if len(x) <= _ONE_THREAD_ROWS else self.predict_threads
         log_price = self.tree_values(x, num_threads=threads) + self._index_values(feats)
         log_price = log_price + self._hedonic_values(feats)
         return log_price, feats["months_since_origin"]
@@ -440,8 +443,8 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         frame = pd.DataFrame(df)
         feats = self.feature_arrays(frame_columns(frame), n=len(frame))
         x = self._design(pd.DataFrame(feats, index=frame.index))[self.feature_names]
-        # TreeSHAP costs milliseconds a row (predicting, microseconds): every core pays from two rows up.
-        threads = 1 if len(x) <= 1 else 0
+        # TreeSHAP costs milliseconds a row (predicting, microseconds): more threads pay from two rows up.
+        threads = 1 if len(x) <= 1 else self.predict_threads
         contrib = np.mean(
             [b.predict(x, pred_contrib=True, num_threads=threads) for b in self.boosters], axis=0
         )

@@ -413,7 +413,7 @@ def model_explanations(
     registry: ModelRegistry,
     settings: ProjectConfigResource,
 ) -> dg.MaterializeResult:
-    """SHAP (TreeExplainer) importances of this run's model on validation sales; permutation if SHAP fails."""
+    """TreeSHAP importances of this run's model on validation sales; permutation importance if SHAP fails."""
     reg = registry.get()
     ref = ModelRef.from_frame(price_model)
     _, model = reg.load(ref.version)

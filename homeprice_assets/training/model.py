@@ -88,7 +88,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "hedonic_offset": True,
     # Boosters with other objectives fit next to the served L1 trees (same rows and rounds), each given as
     # a LightGBM parameter override; the served booster is the mean of all, merged into one booster
-    # (``merge_boosters``: one call per prediction, one SHAP explainer, and monthly updates can still add
+    # (``merge_boosters``: one call per prediction and per TreeSHAP, and monthly updates can still add
     # trees to it). A Huber booster (alpha 0.15): forward MdAPE 2015 / 2016, seeds 7 / 8 / 9: 8.41 / 8.32 /
     # 8.33 -> 8.33 / 8.29 / 8.32%, 8.37 / 8.31 / 8.42 -> 8.30 / 8.28 / 8.31%; PPE10 +0.3 points and COD
     # -0.09 both years (bench/forward_bench.py); one home through the MLflow pyfunc 0.79 -> 0.94 ms (2016
@@ -201,7 +201,8 @@ def merge_boosters(boosters: Sequence[lgb.Booster]) -> lgb.Booster:
 
 def append_trees(first: lgb.Booster, then: lgb.Booster) -> lgb.Booster:
     """``first``'s trees followed by ``then``'s: what LightGBM's ``init_model`` continuation returns when
-    ``then`` was trained with ``first``'s raw predictions as its init score."""
+    ``then`` was trained with ``first``'s raw predictions as its init score (not for ``linear_tree``
+    models: LightGBM fits a booster's first tree without its linear part, a continued one's with it)."""
     return _joined([first, then], 1)
 
 

@@ -6,8 +6,9 @@ new month changes the answer little. An update instead copies the champion and
 
 1. refits the market index on the whole window (the newest month's prices are what the update is for),
    aligned to the champion's index over the months the champion learned from;
-2. adds ``rounds`` trees to the champion's booster (LightGBM ``init_model``), learnt on the last ``months``
-   months of the window against the new index, so the trees correct for what moved recently;
+2. adds ``rounds`` trees to the champion's booster, learnt on the last ``months`` months of the window against
+   the new index from the champion's scores (LightGBM's ``init_model`` continuation, with the champion scored
+   on every core), so the trees correct for what moved recently;
 3. keeps the champion's conformal scores (the updated model errs like its parent at the same horizon) and
    its hedonic offset, and rebuilds the parcels' last sales and the request bounds from the whole window.
 

@@ -44,6 +44,9 @@ def test_columns_equal_batch_on_validation_rows(small: Small) -> None:
     assert model.hedonic is not None  # on by default
     reference = reference + model.hedonic.value(feats)
     np.testing.assert_allclose(model.predict_log_columns(columns_of(rows)), reference, rtol=1e-12)
+    # TreeSHAP of the bagged boosters (their mean) with the index and the offset sums to the log price
+    contrib = model.explain(rows.head(300))
+    np.testing.assert_allclose(contrib.sum(axis=1), reference[:300], rtol=0, atol=1e-9)
     # and row by row, as the service prices single homes (small-frame and single-row paths)
     batch = small.model.predict(None, rows.head(40))
     for i in range(40):

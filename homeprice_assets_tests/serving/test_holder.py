@@ -22,6 +22,9 @@ def test_follows_the_champion_and_a_broken_version_keeps_the_old_one(registry: R
     assert follower.poll() and not follower.poll()  # loads it once; nothing new the second time
     assert changes == [({"champion": version}, {})]
     assert follower.serving.champion.inner.trained_through == registry.model.trained_through
+    # served models predict on one thread per call; a model loaded for the pipeline keeps every core
+    assert follower.serving.champion.inner.predict_threads == 1
+    assert store.load(version)[1].predict_threads == 0
 
     # the alias moves to a version whose artifacts cannot be loaded: counted, and the loaded one keeps serving
     broken = store.client.create_model_version(name, source=str(registry.home / "missing-model"))

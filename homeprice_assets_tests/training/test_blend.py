@@ -8,7 +8,13 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from homeprice_assets.training.model import DEFAULT_PARAMS, append_trees, fit_price_model, merge_boosters
+from homeprice_assets.training.model import (
+    DEFAULT_PARAMS,
+    _split_params,
+    append_trees,
+    fit_price_model,
+    merge_boosters,
+)
 
 from .conftest import Fitted
 
@@ -48,17 +54,17 @@ def test_merged_booster_predicts_and_explains_the_mean(fitted: Fitted) -> None:
 
 def test_appended_trees_equal_lightgbms_continued_training(fitted: Fitted) -> None:
     """Monthly updates train on the champion's raw scores as init score and append the trees
-    (training/update.py): the same booster as LightGBM's ``init_model`` continuation."""
+    (training/update.py): the same booster as LightGBM's ``init_model`` continuation, for the served
+    blend (L1 + Huber trees in one booster) and the update's own LightGBM parameters."""
     x, y, later = _design(fitted)
-    params = {k: DEFAULT_PARAMS[k] for k in ("learning_rate", "num_leaves", "num_threads", "verbose")}
-    params["objective"] = "regression_l1"
-    champion = lgb.train(params, lgb.Dataset(x.iloc[:2000], y[:2000]), 60)
-    recent, y_recent = x.iloc[1000:], y[1000:]
-    continued = lgb.train(params, lgb.Dataset(recent, y_recent), 20, init_model=champion)
-    init = champion.predict(recent, raw_score=True, num_threads=0)
-    added = lgb.train(params, lgb.Dataset(recent, y_recent, init_score=init), 20)
+    champion = fitted.model.booster
+    params, _, _ = _split_params({k: v for k, v in fitted.model.params.items() if k != "best_iteration"})
+    assert params["feature_fraction"] < 1 and params["bagging_fraction"] < 1  # sampling, as updates use
+    continued = lgb.train(params, lgb.Dataset(x, y), 20, init_model=champion)
+    init = champion.predict(x, raw_score=True, num_threads=0)
+    added = lgb.train(params, lgb.Dataset(x, y, init_score=init), 20)
     appended = append_trees(champion, added)
-    assert appended.num_trees() == continued.num_trees() == 80
+    assert appended.num_trees() == continued.num_trees() == champion.num_trees() + 20
     np.testing.assert_allclose(appended.predict(later), continued.predict(later), rtol=0, atol=1e-12)
     assert np.abs(appended.predict(later) - champion.predict(later)).max() > 1e-3  # it learnt something
     contrib = appended.predict(later, pred_contrib=True)
