@@ -71,8 +71,9 @@ STARLETTE_APP = textwrap.dedent(
     # The same fast path as the service (the model's columnar predict), without validation or logging:
     # the ratio then measures the service, not the model code. The parcel goes in too, as the service
     # passes it: the model looks up the parcel's last sale (repeat sales) for every home that has one.
-    model = mlflow.pyfunc.load_model("models:/homeprice@champion").unwrap_python_model()
-    model.predict_threads = 1  # as the service sets it (serving_model)
+    from homeprice_assets.serving.holder import serving_model
+
+    model = serving_model(mlflow.pyfunc.load_model("models:/homeprice@champion").unwrap_python_model())
 
     def columns(rows):
         out = {c: [r.get(c) for r in rows] for c in INPUT_FIELDS}
@@ -204,7 +205,7 @@ def raw_rows(model, uri: str, rows: pd.DataFrame, batch_rows: int) -> dict[str, 
     big_frame = coerce_inputs(pd.concat([rows] * (batch_rows // len(rows) + 1)).iloc[:batch_rows])
     big_cols = {c: big_frame[c].to_numpy() for c in big_frame.columns}
     big_x = model.design_matrix(model.feature_arrays(big_cols))
-    threads = model.predict_threads  # as predict_columns runs a large batch
+    threads = model.threads_for(len(big_x))  # as predict_columns runs a large batch
     # same answers on every layer, or the timings compare different work
     expected = model.predict_columns(one_cols)["price"]
     assert np.allclose(pyfunc.predict(one_frame)["price"].to_numpy(), expected, rtol=1e-9)

@@ -155,6 +155,11 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         """The boosters whose mean is the trees' part of the log price: ``booster``, ``extra_boosters``."""
         return [self.booster, *(self.extra_boosters or ())]
 
+    def threads_for(self, rows: int) -> int:
+        """LightGBM threads to predict ``rows`` rows: one for small batches, ``predict_threads`` above
+        ``_ONE_THREAD_ROWS`` (see ``_log_price``)."""
+        return 1 if rows <= _ONE_THREAD_ROWS else self.predict_threads
+
     def tree_values(self, x: Any, num_threads: int = 1) -> np.ndarray:
         """The trees' part of the log price for a design matrix (or frame): the mean over ``boosters``."""
         out = self.booster.predict(x, num_threads=num_threads)
@@ -308,8 +313,7 @@ class HomePriceModel(mlflow.pyfunc.PythonModel):
         # ``predict_threads`` (every core unless set): prediction is one parallel loop over rows, with none
         # of training's per-iteration spin-waiting (training keeps ``num_threads``). 20,000 rows, 876
         # trees, 2 cores: 1.26 s on one thread, 0.64 s on two, 0.95-1.04 s with the other core busy.
-        threads = 1 if len(x) <= _ONE_THREAD_ROWS else self.predict_threads
-        log_price = self.tree_values(x, num_threads=threads) + self._index_values(feats)
+        log_price = self.tree_values(x, num_threads=self.threads_for(len(x))) + self._index_values(feats)
         log_price = log_price + self._hedonic_values(feats)
         return log_price, feats["months_since_origin"]
 

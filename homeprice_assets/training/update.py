@@ -42,7 +42,7 @@ from homeprice_assets.training.splits import month_of
 from homeprice_model import MODEL_CODE_VERSION
 from homeprice_model.features import COORDINATE_FEATURES, COORDINATE_INPUTS, FEATURES
 from homeprice_model.market_index import MarketIndex
-from homeprice_model.model import _ONE_THREAD_ROWS, HomePriceModel
+from homeprice_model.model import HomePriceModel
 from homeprice_model.repeat_sales import (
     PARCEL_INPUT,
     REPEAT_FEATURES,
@@ -172,9 +172,10 @@ def update_price_model(
     x = model._design(table)[model.feature_names]
     y = log_price[recent] - offset[recent] - index.value(location[recent], t[recent])
     # LightGBM's ``init_model`` continuation would score the champion on these rows with the training
-    # threads (one; 8.3 of 19.8 s of a 1M-sale update): the same raw scores from every core as the init score,
-    # and the new trees after the champion's, make the same booster.
-    init = champion.booster.predict(x, raw_score=True, num_threads=1 if len(x) <= _ONE_THREAD_ROWS else 0)
+    # threads (one; 8.3 of 19.8 s of a 1M-sale update): the same raw scores on the threads the model predicts
+    # with (every core for large batches) as the init score, and the new trees after the champion's, make the
+    # same booster.
+    init = champion.booster.predict(x, raw_score=True, num_threads=champion.threads_for(len(x)))
     added = lgb.train(lgb_params, lgb.Dataset(x, y, init_score=init), num_boost_round=settings.rounds)
     model.booster = append_trees(champion.booster, added)
 
