@@ -150,7 +150,11 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     """Type, validate and deduplicate one batch of raw sales.
 
     ``month`` ("YYYY-MM") is the partition the rows were landed for; sales dated outside it are quarantined.
+    The input's index is not kept (both outputs are numbered from 0), so repeated labels, as ``pd.concat``
+    of files leaves them, are renumbered first: the rules align rows by label.
     """
+    if not raw.index.is_unique:
+        raw = raw.reset_index(drop=True)
     frame = to_canonical(raw, config)
     bounds = config.bounds
     reasons = pd.Series(pd.NA, index=frame.index, dtype="object")

@@ -44,6 +44,18 @@ def test_each_bad_value_is_quarantined_by_its_rule(month_rows: pd.DataFrame, rul
     assert len(result.clean) + len(result.quarantine) == len(raw)
 
 
+def test_repeated_index_labels_clean_as_a_numbered_frame(month_rows: pd.DataFrame) -> None:
+    """``pd.concat`` of two files keeps each file's labels: the rules align rows by label."""
+    raw = month_rows.copy()
+    raw.loc[[3, 10], "sale_price"] = "-5000"
+    halves = [raw.iloc[: len(raw) // 2], raw.iloc[len(raw) // 2 :].reset_index(drop=True)]
+    repeated = clean_sales(pd.concat(halves), CONFIG, month="2014-06")
+    numbered = clean_sales(pd.concat(halves, ignore_index=True), CONFIG, month="2014-06")
+    pd.testing.assert_frame_equal(repeated.clean, numbered.clean)
+    pd.testing.assert_frame_equal(repeated.quarantine, numbered.quarantine)
+    assert {k: v for k, v in repeated.counts_by_rule.items() if v} == {"nonpositive_price": 2}
+
+
 def test_nulls_in_optional_columns_are_kept(month_rows: pd.DataFrame) -> None:
     raw = month_rows.copy()
     raw.loc[:9, "beds"] = None
