@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,11 @@ DATA_CONFIG_KEY = "data_config"
 # Metadata of the failure of an ingest step: {month: error} for the months that raised.
 MONTH_ERRORS_KEY = "month_errors"
 _MAX_TAG = 2000  # run tags are short strings; reasons are trimmed to this
+# {month: [summary, [reasons]]} of every month of an ingest run, tagged on it when it ends: a month whose
+# files did not change is then told from one tag, not from its run's stored events (a range run over the
+# bundled history has about 1,300 of them; reading them cost 0.48 of the 0.53 s of an ingest with nothing
+# new). A run without the tag (stopped before it, or launched by a sensor or the UI) is read from its events.
+OUTCOMES_TAG = "homeprice/ingest_outcomes"
 
 State = Literal["ran", "unchanged", "failed", "failed_before"]
 
@@ -300,14 +306,24 @@ def earlier_outcomes(
     the tagged runs of every month not found that way at once) rather than a few queries per month."""
     events = events or RunEvents(instance)
     raw = latest_records(instance, dg.AssetKey("raw_sales"), list(digests))
+    made = {
+        month: record.run_id
+        for month, record in raw.items()
+        if record is not None and month in digests and _made_from(record, digests[month], config_digest)
+    }
+    tagged = tagged_outcomes(instance, set(made.values()))
     out: dict[str, MonthOutcome | None] = {}
     missing = []
-    for month, digest in digests.items():
-        record = raw.get(month)
-        if record is not None and _made_from(record, digest, config_digest):
-            out[month] = _outcome_from_events(month, record.run_id, events.of(record.run_id))
-        else:
+    for month in digests:
+        run_id = made.get(month)
+        if run_id is None:
             missing.append(month)
+        elif month in tagged.get(run_id, {}):
+            summary, reasons = tagged[run_id][month]
+            state: State = "failed_before" if reasons else "unchanged"
+            out[month] = MonthOutcome(month, state, summary=summary, reasons=reasons, run_id=run_id)
+        else:
+            out[month] = _outcome_from_events(month, run_id, events.of(run_id))
     if len(missing) == 1:
         run = earlier_run(instance, missing[0], digests[missing[0]], config_digest)
         out[missing[0]] = _earlier_outcome(missing[0], run) if run is not None else None
@@ -331,6 +347,31 @@ def earlier_outcomes(
             run = newest.get((month, digests[month]))
             out[month] = _earlier_outcome(month, run) if run is not None else None
     return {month: out[month] for month in digests}
+
+
+def tag_outcomes(instance: dg.DagsterInstance, run_id: str, outcomes: Iterable[MonthOutcome]) -> None:
+    """Tag a finished ingest run with each month's summary and reasons (``OUTCOMES_TAG``)."""
+    value = {o.month: [o.summary[:_MAX_TAG], [r[:_MAX_TAG] for r in o.reasons]] for o in outcomes}
+    instance.add_run_tags(run_id, {OUTCOMES_TAG: json.dumps(value, sort_keys=True)})
+
+
+def tagged_outcomes(
+    instance: dg.DagsterInstance, run_ids: set[str]
+) -> dict[str, dict[str, tuple[str, tuple[str, ...]]]]:
+    """{run id: {month: (summary, reasons)}} of the runs of ``run_ids`` tagged by ``tag_outcomes``."""
+    if not run_ids:
+        return {}
+    out = {}
+    for run in instance.get_runs(filters=dg.RunsFilter(run_ids=sorted(run_ids))):
+        text = run.tags.get(OUTCOMES_TAG)
+        if text is None:
+            continue
+        with contextlib.suppress(ValueError, TypeError, AttributeError):  # a damaged tag: read the events
+            out[run.run_id] = {
+                str(month): (str(summary), tuple(str(r) for r in reasons))
+                for month, (summary, reasons) in json.loads(text).items()
+            }
+    return out
 
 
 def partition_blocks(instance: dg.DagsterInstance, months: Sequence[str]) -> list[list[str]]:
@@ -468,5 +509,6 @@ def ingest_months(
             )
         for month in block:
             outcomes[month] = outcome_of(month, result)
+        tag_outcomes(instance, result.run_id, (outcomes[m] for m in block))
     report.months = {m: outcomes[m] for m in todo}
     return report

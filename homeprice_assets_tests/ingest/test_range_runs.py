@@ -18,7 +18,15 @@ import pytest
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.assets import ALL_CHECKS, ingest_sales
 from homeprice_assets.ingest.jobs import ingest_job
-from homeprice_assets.ingest.report import MonthWatcher, ingest_months, outcome_of
+from homeprice_assets.ingest.report import (
+    OUTCOMES_TAG,
+    MonthWatcher,
+    RunEvents,
+    _outcome_from_events,
+    ingest_months,
+    outcome_of,
+    tagged_outcomes,
+)
 from homeprice_assets.ingest.status import blocking_check_keys, month_status
 from homeprice_assets.monitoring.sensors.landing import build_landing_sensor
 from homeprice_assets.partitions import register_months
@@ -209,6 +217,38 @@ def test_homeprice_ingest_shows_each_month_as_it_is_done(
     assert [o.state for o in report.months.values()] == ["ran"] * 3
     assert totals == [3]
     assert shown == [(m, months[: i + 1]) for i, m in enumerate(months)]
+
+
+def test_an_unchanged_month_is_told_from_its_runs_tag_as_from_its_events(
+    instance: dg.DagsterInstance, storage: ParquetStorage, tmp_path: Path, bundled_sales
+) -> None:
+    """A second ``homeprice ingest`` with nothing new reads each month's summary and reasons from the tag
+    its run got (one query), and says exactly what the run's stored events say (the path of untagged runs)."""
+    landing = _land(tmp_path, bundled_sales)
+    resources = {"landing": landing, "settings": ProjectConfigResource(), "io_manager": storage}
+    defs = dg.Definitions(assets=[ingest_sales], jobs=[ingest_job], resources=resources)
+
+    def ingest() -> dict[str, Any]:
+        job = defs.resolve_job_def("ingest_job")
+        config = load_config().data
+        return ingest_months(job, instance, landing, None, {}, config, register=register_months).months
+
+    first = ingest()
+    assert [m for m, o in first.items() if o.failed] == ["2013-03", "2013-04"]
+    [run] = instance.get_runs()
+    assert OUTCOMES_TAG in run.tags
+    again = ingest()
+    assert len(instance.get_runs()) == 1  # nothing ran again
+    assert {m: o.state for m, o in again.items()} == {
+        m: "failed_before" if m in ("2013-03", "2013-04") else "unchanged" for m in MONTHS
+    }
+    tagged = tagged_outcomes(instance, {run.run_id})[run.run_id]
+    assert tagged == {m: (o.summary, o.reasons) for m, o in again.items()}
+    stored = RunEvents(instance).of(run.run_id)
+    for month, outcome in again.items():
+        assert outcome == _outcome_from_events(month, run.run_id, stored), month
+        assert (outcome.summary, outcome.reasons) == (first[month].summary, first[month].reasons), month
+    assert again["2013-03"].reasons[0].startswith("clean_sales.quarantine_rate: 30 of ")
 
 
 def test_landing_sensor_after_a_range_run_asks_per_month(
