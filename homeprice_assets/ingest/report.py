@@ -44,6 +44,7 @@ _MAX_TAG = 2000  # run tags are short strings; reasons are trimmed to this
 # bundled history has about 1,300 of them; reading them cost 0.48 of the 0.53 s of an ingest with nothing
 # new). A run without the tag (stopped before it, or launched by a sensor or the UI) is read from its events.
 OUTCOMES_TAG = "homeprice/ingest_outcomes"
+_MAX_OUTCOMES_TAG = 64_000  # about 50 bytes a month that passed: a few hundred months
 
 State = Literal["ran", "unchanged", "failed", "failed_before"]
 
@@ -352,7 +353,9 @@ def earlier_outcomes(
 def tag_outcomes(instance: dg.DagsterInstance, run_id: str, outcomes: Iterable[MonthOutcome]) -> None:
     """Tag a finished ingest run with each month's summary and reasons (``OUTCOMES_TAG``)."""
     value = {o.month: [o.summary[:_MAX_TAG], [r[:_MAX_TAG] for r in o.reasons]] for o in outcomes}
-    instance.add_run_tags(run_id, {OUTCOMES_TAG: json.dumps(value, sort_keys=True)})
+    text = json.dumps(value, sort_keys=True)
+    if len(text) <= _MAX_OUTCOMES_TAG:  # else (many long reasons) the run's events tell them
+        instance.add_run_tags(run_id, {OUTCOMES_TAG: text})
 
 
 def tagged_outcomes(
