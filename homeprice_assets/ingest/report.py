@@ -273,6 +273,11 @@ def _outcome_from_events(month: str, run_id: str, stored: list[Any]) -> MonthOut
         if e.event_type == DagsterEventType.ASSET_MATERIALIZATION
     ]
     summary, reasons, _ = _judge(month, evaluations, materializations, stored)
+    return _told_before(month, run_id, summary, reasons)
+
+
+def _told_before(month: str, run_id: str, summary: str, reasons: tuple[str, ...]) -> MonthOutcome:
+    """A month ingested before from the same files: failed then if it had reasons, else unchanged."""
     state: State = "failed_before" if reasons else "unchanged"
     return MonthOutcome(month, state, summary=summary, reasons=reasons, run_id=run_id)
 
@@ -310,7 +315,7 @@ def earlier_outcomes(
     made = {
         month: record.run_id
         for month, record in raw.items()
-        if record is not None and month in digests and _made_from(record, digests[month], config_digest)
+        if _made_from(record, digests[month], config_digest)
     }
     tagged = tagged_outcomes(instance, set(made.values()))
     out: dict[str, MonthOutcome | None] = {}
@@ -320,9 +325,7 @@ def earlier_outcomes(
         if run_id is None:
             missing.append(month)
         elif month in tagged.get(run_id, {}):
-            summary, reasons = tagged[run_id][month]
-            state: State = "failed_before" if reasons else "unchanged"
-            out[month] = MonthOutcome(month, state, summary=summary, reasons=reasons, run_id=run_id)
+            out[month] = _told_before(month, run_id, *tagged[run_id][month])
         else:
             out[month] = _outcome_from_events(month, run_id, events.of(run_id))
     if len(missing) == 1:
