@@ -24,6 +24,7 @@ is unaffected.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -164,14 +165,10 @@ class _RunWatchdog(SqliteEventLogStorageWatchdog):
         self._process_log()
 
 
-_scripts: list[ScriptDirectory] = []  # Dagster's SQLite event-log migrations, read on first use
-
-
+@functools.cache
 def _alembic_scripts() -> ScriptDirectory:
     """The migration scripts of Dagster's SQLite event log, as its ``_initdb`` reads them (once here)."""
-    if not _scripts:
-        _scripts.append(ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)))
-    return _scripts[0]
+    return ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__))
 
 
 class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
