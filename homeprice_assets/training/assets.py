@@ -405,7 +405,13 @@ def promoted_model(
     )
 
 
-@dg.asset(group_name="training", kinds={"shap", "html"})
+# Steps ready at the same time run highest priority first (Dagster's ``dagster/priority`` op tag): the
+# explanation (seconds of TreeSHAP) waits until the gates and the promotion are done, so a new champion is
+# live (services follow the registry's aliases) before its explanation is drawn.
+AFTER_PROMOTION = {"dagster/priority": "-1"}
+
+
+@dg.asset(group_name="training", kinds={"shap", "html"}, op_tags=AFTER_PROMOTION)
 def model_explanations(
     context: dg.AssetExecutionContext,
     price_model: pd.DataFrame,

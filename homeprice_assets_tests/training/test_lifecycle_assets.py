@@ -148,6 +148,13 @@ def test_first_model_is_trained_validated_and_promoted(env: Env, first: dg.Execu
     assert _meta(first, "model_explanations")["method"] == EXPLAIN_METHOD
 
 
+def test_a_new_champion_is_live_before_its_explanation_is_drawn(first: dg.ExecuteInProcessResult) -> None:
+    # TreeSHAP takes seconds; the promotion (what serving follows) does not wait for it
+    order = [e.step_key for e in first.all_events if e.is_step_start]
+    assert order.index("model_explanations") > order.index("promoted_model")
+    assert order.index("model_card") > order.index("model_explanations")
+
+
 def test_promotion_is_idempotent(env: Env, first: dg.ExecuteInProcessResult) -> None:
     again = env.run(["promoted_model"])
     assert again.success
