@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,23 @@ def import_version(registry: Registry, version: str) -> bentoml.Model:
         )
 
 
+def stage_sources(build_ctx: Path, include: list[str], dest: Path) -> None:
+    """Copy into ``dest`` the top-level folders and files the bentofile's ``include`` patterns start from.
+
+    BentoML walks its whole build context and tests every file against the patterns: from the repository
+    that is the venv too (75,000 files, 0.7 s a build) and the project's home when it lies inside, growing
+    with every stored partition. The staged copy holds the same matching files, so the Bento is the same.
+    """
+    for top in sorted({pattern.lstrip("/").split("/", 1)[0] for pattern in include}):
+        if any(c in top for c in "*?[") or top in ("", ".", ".."):
+            raise ValueError(f"bentofile include: {top!r} must be a folder or file of the build context")
+        src = build_ctx / top
+        if src.is_dir():
+            shutil.copytree(src, dest / top, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy2(src, dest / top)
+
+
 def build_bento(
     model: bentoml.Model, bentofile: Path = BENTOFILE, build_ctx: Path = REPO_ROOT
 ) -> bentoml.Bento:
@@ -47,9 +65,11 @@ def build_bento(
     with tempfile.TemporaryDirectory() as tmp:
         resolved = Path(tmp) / "bentofile.yaml"
         resolved.write_text(yaml.safe_dump(options))
+        staged = Path(tmp) / "context"
+        stage_sources(build_ctx, list(options.get("include") or []), staged)
         cwd = os.getcwd()
-        os.chdir(build_ctx)  # the service import string and include globs are relative to the build context
+        os.chdir(staged)  # the service import string and include globs are relative to the build context
         try:
-            return bentoml.bentos.build_bentofile(str(resolved), build_ctx=str(build_ctx))
+            return bentoml.bentos.build_bentofile(str(resolved), build_ctx=str(staged))
         finally:
             os.chdir(cwd)

@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import bentoml
+import pathspec
 import pytest
 import yaml
 
+from homeprice_assets.config import REPO_ROOT
+from homeprice_assets.serving.build import BENTOFILE, stage_sources
 from homeprice_assets_tests.serving.conftest import (
     Registry,
     Server,
@@ -79,6 +82,18 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     requirements = (path / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements and "lightgbm==4.7.0" in requirements
     assert (path / "src" / "bento" / "service.py").is_file()
+    # built from a staged copy of the included folders: the same files as the repository's include matches
+    spec = yaml.safe_load(BENTOFILE.read_text())
+    include = pathspec.PathSpec.from_lines("gitwildmatch", spec["include"])
+    exclude = pathspec.PathSpec.from_lines("gitwildmatch", spec["exclude"])
+    wanted = {
+        f
+        for top in ("bento", "homeprice_assets", "homeprice_model")
+        for f in (p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / top).rglob("*") if p.is_file())
+        if include.match_file(f) and not exclude.match_file(f)
+    }
+    src = {p.relative_to(path / "src").as_posix() for p in (path / "src").rglob("*") if p.is_file()}
+    assert src - {"bentofile.yaml"} == wanted
     assert (path / "src" / "homeprice_assets" / "training" / "model.py").is_file()
     assert (path / "src" / "bento" / "static" / "index.html").is_file()
     assert bentoml.get(str(bento.tag)).tag == bento.tag
@@ -92,3 +107,8 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
         assert server.post("/model_info", {}).json()["mode"] == "pinned"
     finally:
         stop_server(server)
+
+
+def test_a_bentofile_include_must_start_from_a_named_folder(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"bentofile include: '\*\*' must be a folder or file"):
+        stage_sources(REPO_ROOT, ["**/*.py"], tmp_path / "context")
