@@ -15,7 +15,11 @@ Incremental cost (sizes named by ``--incremental``): after the full run of 2010-
 month runs), drift of the new month, the lifecycle job (retrain, validation, promotion, ...). The retrain is
 what the lifecycle decides for itself: with the default settings a monthly update of the champion the full
 run promoted (``homeprice_assets/training/update.py``; a full refit every ``training.update.max_consecutive``
-updates, on drift and on live error), printed with its reason.
+updates, on drift and on live error), printed with its reason. Two ratios: to the promotion decision (the
+path the issue names: ingest, drift, retrain, validation, promotion; the end of ``promoted_model``, when
+services following the registry serve the new champion, or of ``validation_report`` when the gates held it
+back), against the full run to its own promotion; and the whole lifecycle (explanation, model card and
+Bento after the promotion too) against the whole full run.
 
 Peak memory is the largest resident set of the worker process tree (psutil, sampled every 0.2 s, children
 included) and the worker's own ``ru_maxrss``. Stage times are the Dagster step durations from the runs' event
@@ -137,6 +141,21 @@ def _step_times(instance, run_ids: list[str]) -> dict[str, float]:
     return out
 
 
+def _decided_at(instance, run_ids: list[str]) -> tuple[str, float] | None:
+    """When the lifecycle's promotion decision was made: the end of ``promoted_model`` (the new model is
+    live: services follow the registry's aliases), or of ``validation_report`` when the gates held it back."""
+    import dagster as dg
+
+    ends: dict[str, float] = {}
+    for run_id in run_ids:
+        for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS):
+            ends[rec.step_key or "?"] = rec.timestamp
+    for step in ("promoted_model", "validation_report"):
+        if step in ends:
+            return step, ends[step]
+    return None
+
+
 def _runs_since(instance, job: str, since: float) -> list[str]:
     import dagster as dg
 
@@ -167,7 +186,7 @@ def _phase(instance, month: str | None) -> dict:
     from homeprice_assets.cli import run_ingest, run_lifecycle
 
     out: dict = {}
-    t = time.time()
+    t = start = time.time()
     report = run_ingest()
     out["ingest_s"] = time.time() - t
     out["ingest_failed"] = report.failed
@@ -187,6 +206,8 @@ def _phase(instance, month: str | None) -> dict:
     out["lifecycle_s"] = time.time() - t
     lifecycle_runs = _runs_since(instance, "model_lifecycle_job", t)
     out["lifecycle_steps"] = _step_times(instance, lifecycle_runs)
+    decided = _decided_at(instance, lifecycle_runs)
+    out["decided_by"], out["decided_s"] = (decided[0], decided[1] - start) if decided else (None, None)
     out["fit"] = _fit_facts(instance)
     return out
 
@@ -333,10 +354,20 @@ def print_tables(results: dict[int, dict]) -> None:
             f"{f'[{label(size)}] one new month, ingest only / full ingest':<52}"
             f"{inc['ingest_s'] / f['ingest_s']:>10.3f}{'<= 0.05':>12}"
         )
+        if inc.get("decided_s") and f.get("decided_s"):
+            print(
+                f"{f'[{label(size)}] one new month to promotion / full run':<52}"
+                f"{inc['decided_s'] / f['decided_s']:>10.3f}{'<= 0.3':>12}"
+            )
         print(
-            f"{f'[{label(size)}] one new month end to end / full run':<52}"
+            f"{f'[{label(size)}] the same, whole lifecycle (+ SHAP, card, Bento)':<52}"
             f"{total(inc) / total(f):>10.3f}{'<= 0.3':>12}"
         )
+        if inc.get("decided_s") and f.get("decided_s"):
+            print(
+                f"      to the promotion decision ({inc['decided_by']}): incremental "
+                f"{inc['decided_s']:.1f} s, full run {f['decided_s']:.1f} s ({f['decided_by']})"
+            )
         print(
             f"      incremental: ingest {inc['ingest_s']:.1f} s ({inc['ingest_ran']} month run), drift "
             f"{inc['drift_s']:.1f} s, lifecycle {inc['lifecycle_s']:.1f} s; full run {total(f):.1f} s"
