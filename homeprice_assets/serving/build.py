@@ -34,14 +34,16 @@ def import_version(registry: Registry, version: str) -> bentoml.Model:
         )
 
 
-def stage_sources(build_ctx: Path, include: list[str], dest: Path) -> None:
-    """Copy into ``dest`` the top-level folders and files the bentofile's ``include`` patterns start from.
+def stage_sources(build_ctx: Path, options: dict[str, Any], dest: Path) -> None:
+    """Copy into ``dest`` what a Bento is built from: the top-level folders and files the bentofile's
+    ``include`` patterns start from, and the files its python, docker and conda sections name.
 
     BentoML walks its whole build context and tests every file against the patterns: from the repository
     that is the venv too (75,000 files, 0.7 s a build) and the project's home when it lies inside, growing
     with every stored partition. The staged copy holds the same matching files, so the Bento is the same.
     """
-    for top in sorted({pattern.lstrip("/").split("/", 1)[0] for pattern in include}):
+    tops = {pattern.lstrip("/").split("/", 1)[0] for pattern in options.get("include") or []}
+    for top in sorted(tops):
         if any(c in top for c in "*?[") or top in ("", ".", ".."):
             raise ValueError(f"bentofile include: {top!r} must be a folder or file of the build context")
         src = build_ctx / top
@@ -49,6 +51,14 @@ def stage_sources(build_ctx: Path, include: list[str], dest: Path) -> None:
             shutil.copytree(src, dest / top, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.is_file():
             shutil.copy2(src, dest / top)
+    python, docker, conda = (options.get(k) or {} for k in ("python", "docker", "conda"))
+    named = [python.get("requirements_txt"), *(python.get("wheels") or []), conda.get("environment_yml")]
+    named += [docker.get("setup_script"), docker.get("dockerfile_template")]
+    for name in filter(None, named):
+        target = dest / name
+        if not target.exists() and (build_ctx / name).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(build_ctx / name, target)
 
 
 def build_bento(
@@ -66,7 +76,7 @@ def build_bento(
         resolved = Path(tmp) / "bentofile.yaml"
         resolved.write_text(yaml.safe_dump(options))
         staged = Path(tmp) / "context"
-        stage_sources(build_ctx, list(options.get("include") or []), staged)
+        stage_sources(build_ctx, options, staged)
         cwd = os.getcwd()
         os.chdir(staged)  # the service import string and include globs are relative to the build context
         try:
