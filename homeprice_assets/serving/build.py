@@ -36,7 +36,8 @@ def import_version(registry: Registry, version: str) -> bentoml.Model:
 
 def stage_sources(build_ctx: Path, options: dict[str, Any], dest: Path) -> None:
     """Copy into ``dest`` what a Bento is built from: the top-level folders and files the bentofile's
-    ``include`` patterns start from, and the files its python, docker and conda sections name.
+    ``include`` patterns start from, the files its python, docker and conda sections name, and the context's
+    own ``.bentoignore``.
 
     BentoML walks its whole build context and tests every file against the patterns: from the repository
     that is the venv too (75,000 files, 0.7 s a build) and the project's home when it lies inside, growing
@@ -53,7 +54,7 @@ def stage_sources(build_ctx: Path, options: dict[str, Any], dest: Path) -> None:
             shutil.copy2(src, dest / top)
     python, docker, conda = (options.get(k) or {} for k in ("python", "docker", "conda"))
     named = [python.get("requirements_txt"), *(python.get("wheels") or []), conda.get("environment_yml")]
-    named += [docker.get("setup_script"), docker.get("dockerfile_template")]
+    named += [docker.get("setup_script"), docker.get("dockerfile_template"), ".bentoignore"]
     for name in filter(None, named):
         target = dest / name
         if not target.exists() and (build_ctx / name).is_file():

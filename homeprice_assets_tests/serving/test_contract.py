@@ -116,10 +116,17 @@ def test_a_bentofile_include_must_start_from_a_named_folder(tmp_path: Path) -> N
 
 def test_files_the_bentofile_names_are_staged_with_its_include_folders(tmp_path: Path) -> None:
     ctx, dest = tmp_path / "ctx", tmp_path / "context"
-    for name in ("pkg/a.py", "pkg/__pycache__/a.pyc", "deploy/setup.sh", "reqs.txt", "big/data.bin"):
+    for name in (
+        "pkg/a.py",
+        "pkg/__pycache__/a.pyc",
+        "deploy/setup.sh",
+        "reqs.txt",
+        "big/data.bin",
+        ".bentoignore",
+    ):
         (ctx / name).parent.mkdir(parents=True, exist_ok=True)
         (ctx / name).write_text(name)
     options = {"include": ["pkg/**/*.py"], "python": {"requirements_txt": "reqs.txt"}}
     stage_sources(ctx, {**options, "docker": {"setup_script": "deploy/setup.sh"}}, dest)
     staged = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert staged == ["deploy/setup.sh", "pkg/a.py", "reqs.txt"]
+    assert staged == [".bentoignore", "deploy/setup.sh", "pkg/a.py", "reqs.txt"]
