@@ -34,7 +34,11 @@ def _core(config: ProjectConfigResource) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets]),
         jobs=[ingest_job, lifecycle_job],
-        schedules=[build_lifecycle_schedule(config.get().training.schedule)],
+        schedules=[
+            build_lifecycle_schedule(
+                config.get().training.schedule, in_process=config.get().monitoring.automation.in_process_runs
+            )
+        ],
         resources={
             "settings": config,
             "io_manager": storage_from_url(),

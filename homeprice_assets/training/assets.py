@@ -405,9 +405,10 @@ def promoted_model(
     )
 
 
-# Steps ready at the same time run highest priority first (Dagster's ``dagster/priority`` op tag): the
-# explanation (seconds of TreeSHAP) waits until the gates and the promotion are done, so a new champion is
-# live (services follow the registry's aliases) before its explanation is drawn.
+# Steps ready at the same time run highest priority first (Dagster's ``dagster/priority`` op tag): in a
+# run's own process (the sensors' and the schedule's runs, ``homeprice run``) the explanation (seconds of
+# TreeSHAP) waits until the gates and the promotion are done, so a new champion is live (services follow
+# the registry's aliases) before its explanation is drawn. A multiprocess run may start both at once.
 AFTER_PROMOTION = {"dagster/priority": "-1"}
 
 

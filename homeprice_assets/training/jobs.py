@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from homeprice_assets.monitoring.sensors.common import IN_PROCESS_RUN_CONFIG
 from homeprice_assets.training.assets import LIFECYCLE_TAG
 
 LIFECYCLE_SELECTION = dg.AssetSelection.groups("training", "serving")
@@ -15,12 +16,18 @@ lifecycle_job = dg.define_asset_job(
 )
 
 
-def build_lifecycle_schedule(cron: str) -> dg.ScheduleDefinition:
-    """The recurring retrain (``training.schedule``), whatever the sensors decide."""
+def build_lifecycle_schedule(cron: str, in_process: bool = True) -> dg.ScheduleDefinition:
+    """The recurring retrain (``training.schedule``), whatever the sensors decide.
+
+    ``in_process`` (``monitoring.automation.in_process_runs``, as for the sensors' runs): the steps run in the
+    run's own process, one after another, so the promotion precedes the explanation (its step priority)
+    and no step pays a fresh process importing the code location.
+    """
     return dg.ScheduleDefinition(
         name="monthly_retrain",
         job=lifecycle_job,
         cron_schedule=cron,
+        run_config=IN_PROCESS_RUN_CONFIG if in_process else None,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Retrain at least monthly, whatever the sensors decide.",
     )

@@ -109,3 +109,7 @@ def test_lifecycle_runs_queue_one_at_a_time() -> None:
     assert defs.resolve_job_def("model_lifecycle_job").tags[LIFECYCLE_TAG] == "true"
     schedule = defs.resolve_schedule_def("monthly_retrain")
     assert schedule.job_name == "model_lifecycle_job"
+    # like the sensors' runs: steps in the run's own process, in priority order (promotion before SHAP)
+    with dg.build_schedule_context() as context:
+        request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.run_config == {"execution": {"config": {"in_process": {}}}}
