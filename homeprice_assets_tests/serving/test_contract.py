@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from homeprice_assets.config import REPO_ROOT
-from homeprice_assets.serving.build import BENTOFILE, stage_sources
+from homeprice_assets.serving.build import BENTOFILE, _include_tops, stage_sources
 from homeprice_assets_tests.serving.conftest import (
     Registry,
     Server,
@@ -86,14 +86,15 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     spec = yaml.safe_load(BENTOFILE.read_text())
     include = pathspec.PathSpec.from_lines("gitwildmatch", spec["include"])
     exclude = pathspec.PathSpec.from_lines("gitwildmatch", spec["exclude"])
-    wanted = {
-        f
-        for top in ("bento", "homeprice_assets", "homeprice_model")
-        for f in (p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / top).rglob("*") if p.is_file())
-        if include.match_file(f) and not exclude.match_file(f)
-    }
+    found = []
+    for root, dirs, files in os.walk(REPO_ROOT):  # every folder but hidden ones (.venv, .git, .homeprice)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        found += [(Path(root) / f).relative_to(REPO_ROOT).as_posix() for f in files]
+    wanted = {f for f in found if include.match_file(f) and not exclude.match_file(f)}
     src = {p.relative_to(path / "src").as_posix() for p in (path / "src").rglob("*") if p.is_file()}
     assert src - {"bentofile.yaml"} == wanted
+    service = sys.modules.get("bento.service")  # not left imported from the staged copy, now deleted
+    assert service is None or Path(service.__file__).is_file()
     assert (path / "src" / "homeprice_assets" / "training" / "model.py").is_file()
     assert (path / "src" / "bento" / "static" / "index.html").is_file()
     assert bentoml.get(str(bento.tag)).tag == bento.tag
@@ -109,24 +110,45 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
         stop_server(server)
 
 
-def test_a_bentofile_include_must_start_from_a_named_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"bentofile include: '\*\*' must be a folder or file"):
-        stage_sources(REPO_ROOT, {"include": ["**/*.py"]}, tmp_path / "context")
+@pytest.mark.parametrize(
+    ("include", "tops"),
+    [
+        (
+            ["bento/service.py", "homeprice_assets/**/*.py", "/README.md"],
+            {"bento", "homeprice_assets", "README.md"},
+        ),
+        (["# comment", "", "!bento/old.py", "./bento/*.py"], {"bento"}),
+        (["*.py"], None),  # no separator: any depth
+        (["bento/"], None),  # a trailing separator does not anchor
+        (["**/service.py"], None),
+        (["../shared/x.py"], None),
+    ],
+)
+def test_include_patterns_name_the_folders_to_stage(include: list[str], tops: set[str] | None) -> None:
+    assert _include_tops(include) == tops
+
+
+def test_patterns_that_match_anywhere_build_from_the_context_itself(tmp_path: Path) -> None:
+    assert stage_sources(REPO_ROOT, {"include": ["bento/*", "**/*.py"]}, tmp_path / "context") is False
+    assert stage_sources(REPO_ROOT, {}, tmp_path / "context") is False  # BentoML's default: everything
+    assert not (tmp_path / "context").exists()
 
 
 def test_files_the_bentofile_names_are_staged_with_its_include_folders(tmp_path: Path) -> None:
     ctx, dest = tmp_path / "ctx", tmp_path / "context"
-    for name in (
+    names = (
         "pkg/a.py",
         "pkg/__pycache__/a.pyc",
         "deploy/setup.sh",
         "reqs.txt",
         "big/data.bin",
         ".bentoignore",
-    ):
+    )
+    for name in (*names, "README.md", "docs/about.md"):
         (ctx / name).parent.mkdir(parents=True, exist_ok=True)
         (ctx / name).write_text(name)
     options = {"include": ["pkg/**/*.py"], "python": {"requirements_txt": "reqs.txt"}}
-    stage_sources(ctx, {**options, "docker": {"setup_script": "deploy/setup.sh"}}, dest)
+    options |= {"docker": {"setup_script": "deploy/setup.sh"}, "description": "file: docs/about.md"}
+    assert stage_sources(ctx, options, dest)
     staged = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert staged == [".bentoignore", "deploy/setup.sh", "pkg/a.py", "reqs.txt"]
+    assert staged == [".bentoignore", "README.md", "deploy/setup.sh", "docs/about.md", "pkg/a.py", "reqs.txt"]
