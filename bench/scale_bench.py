@@ -149,7 +149,8 @@ def _decided_at(instance, run_ids: list[str]) -> tuple[str, float] | None:
     ends: dict[str, float] = {}
     for run_id in run_ids:
         for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_SUCCESS):
-            ends[rec.step_key or "?"] = rec.timestamp
+            key = rec.step_key or "?"
+            ends[key] = max(ends.get(key, 0.0), rec.timestamp)  # the newest run's, whatever the order
     for step in ("promoted_model", "validation_report"):
         if step in ends:
             return step, ends[step]
