@@ -31,12 +31,13 @@ from homeprice_assets.training.jobs import build_lifecycle_schedule, lifecycle_j
 def _core(config: ProjectConfigResource) -> dg.Definitions:
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None
     ui_url = os.environ.get("HOMEPRICE_MLFLOW_UI_URL") or None
+    project = config.get()
     return dg.Definitions(
         assets=dg.load_assets_from_modules([ingest_assets, feature_assets, training_assets]),
         jobs=[ingest_job, lifecycle_job],
         schedules=[
             build_lifecycle_schedule(
-                config.get().training.schedule, in_process=config.get().monitoring.automation.in_process_runs
+                project.training.schedule, in_process=project.monitoring.automation.in_process_runs
             )
         ],
         resources={
