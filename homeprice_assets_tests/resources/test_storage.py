@@ -16,7 +16,7 @@ def monthly(context: dg.AssetExecutionContext) -> pd.DataFrame:
 
 
 def test_lazy_partitions_read_only_what_is_called_and_only_the_columns_asked(
-    instance: dg.DagsterInstance, storage
+    instance: dg.DagsterInstance, storage, project_home
 ) -> None:
     for month in ("2014-01", "2014-02"):  # 2014-03 never materialized: a missing month is skipped
         dg.materialize([monthly], partition_key=month, instance=instance, resources={"io_manager": storage})
@@ -54,6 +54,29 @@ def test_lazy_partitions_read_only_what_is_called_and_only_the_columns_asked(
     assert list(seen["feb"].columns) == ["sale_month", "price"]  # what the month has of what was asked
     pd.testing.assert_frame_equal(seen["jan"], seen["eager"]["2014-01"][["sale_month", "latitude", "price"]])
     assert sorted(seen["eager"]) == ["2014-01", "2014-02"] and "note" in seen["eager"]["2014-02"]
+
+    # Only what is called is read: with February's file unreadable, an eager read fails and a lazy
+    # consumer that calls January alone does not.
+    february = project_home / "storage" / "monthly" / "2014-02.parquet"
+    assert february.is_file()
+    february.write_bytes(b"not a parquet file")
+
+    @dg.asset(ins={"monthly": dg.AssetIn(metadata={"allow_missing_partitions": True, LAZY_PARTITIONS: True})})
+    def january_only(monthly: dict) -> None:
+        seen["january_only"] = monthly["2014-01"]()
+
+    def run(asset: dg.AssetsDefinition) -> bool:
+        return dg.materialize(
+            [monthly, asset],
+            selection=[asset.key],
+            instance=instance,
+            resources={"io_manager": storage},
+            raise_on_error=False,
+        ).success
+
+    assert not run(eager)
+    assert run(january_only)
+    pd.testing.assert_frame_equal(seen["january_only"], seen["eager"]["2014-01"])
 
 
 def test_a_frame_encoded_ahead_is_stored_as_the_same_file_as_the_frame(

@@ -196,6 +196,19 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     stop_server(srv)
 
 
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The sum of ``name``'s samples in ``/metrics`` text whose labels include ``labels`` (others, e.g.
+    pid, ignored); None when no sample matches, so that a renamed or missing metric fails a comparison."""
+    found = None
+    for line in text.splitlines():
+        if not line.startswith((name + "{", name + " ")):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            found = (found or 0.0) + float(value)
+    return found
+
+
 def home_payload(row: pd.Series) -> dict:
     """One validation sale as a request body (what a client would send)."""
     fields = [f for f in INPUT_FIELDS if f != "sale_date"]

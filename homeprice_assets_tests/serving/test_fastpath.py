@@ -20,6 +20,7 @@ from homeprice_assets_tests.serving.conftest import (
     Registry,
     Server,
     home_payload,
+    metric,
     start_server,
     stop_server,
     wait_ready,
@@ -187,24 +188,17 @@ def test_other_methods_and_routes_pass_through(server: Server, dispatch_server: 
     assert server.post("/predict_batch", {"homes": [body["home"]]}).status_code == 200
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rpartition(" ")[2])
-    return total
-
-
 def test_fast_path_logs_and_counts_every_prediction(server: Server, registry: Registry) -> None:
     def metrics() -> tuple[float, ...]:
         text = requests.get(f"{server.url}/metrics", timeout=10).text
-        return (
-            _metric(text, "homeprice_predictions_total", endpoint="predict", model_version="1"),
-            _metric(text, "homeprice_predicted_price_dollars_count"),
-            _metric(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200"),
-            _metric(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400"),
-            _metric(text, "homeprice_request_errors_total", endpoint="predict", kind="bad_input"),
+        samples = (
+            metric(text, "homeprice_predictions_total", endpoint="predict", model_version="1"),
+            metric(text, "homeprice_predicted_price_dollars_count"),
+            metric(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200"),
+            metric(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400"),
+            metric(text, "homeprice_request_errors_total", endpoint="predict", kind="bad_input"),
         )
+        return tuple(s or 0.0 for s in samples)  # a labelled counter appears at its first count
 
     before = metrics()
     homes = [

@@ -52,21 +52,37 @@ def test_rows_are_written_in_batches_with_model_and_role(url: str, tmp_path) -> 
     assert '"living_sf"' in stored[0][2]
 
 
-def test_an_unreachable_database_counts_failures_and_never_blocks(tmp_path) -> None:
+def test_a_database_that_goes_away_counts_failures_and_never_blocks() -> None:
+    """The log's PostgreSQL database is dropped under it (its connections killed): rows written before stay
+    counted, later rows are counted as failed, and the caller never waits for the database."""
+    name = f"predlog_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     failures: list[int] = []
-    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}", flush_interval_s=0.05, on_failure=failures.append)
-    log.engine.dispose()
-    log.engine = sa.create_engine(
-        "postgresql://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
+    log = PredictionLog(
+        PG_URL.rsplit("/", 1)[0] + f"/{name}", flush_interval_s=0.05, on_failure=failures.append
     )
-    started = time.perf_counter()
-    log.append(_rows(10))
-    assert time.perf_counter() - started < 0.5  # the caller never waits for the database
-    deadline = time.monotonic() + 20
-    while log.failed < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    log.close()
-    assert log.failed == 10 and sum(failures) == 10 and log.written == 0
+    try:
+        log.append(_rows(5))
+        deadline = time.monotonic() + 20
+        while log.written < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.written == 5 and log.failed == 0
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        started = time.perf_counter()
+        log.append(_rows(10))
+        assert time.perf_counter() - started < 0.5  # the caller never waits for the database
+        deadline = time.monotonic() + 20
+        while log.failed < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        log.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    assert log.failed == 10 and sum(failures) == 10 and log.written == 5
 
 
 def test_rows_are_built_on_the_writer_thread_and_overflow_is_counted(tmp_path) -> None:

@@ -1,7 +1,6 @@
 """The real service over HTTP: predictions, batch, locations, explanations, bad input, readiness, the log."""
 
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -16,6 +15,7 @@ from homeprice_assets_tests.serving.conftest import (
     Registry,
     Server,
     home_payload,
+    metric,
     start_server,
     stop_server,
     wait_ready,
@@ -170,18 +170,29 @@ def test_every_prediction_is_logged_with_its_model(server: Server, registry: Reg
 
 def test_metrics(server: Server, registry: Registry) -> None:
     """Self-contained (whatever ran before): counts, latency, errors, the loaded version, the prices."""
-    server.post("/predict", {"home": home_payload(registry.validation.iloc[1])})
+
+    def counts() -> tuple[float, ...]:
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+        samples = (
+            metric(text, "homeprice_predictions_total", endpoint="predict", model_version="1"),
+            metric(text, "homeprice_predicted_price_dollars_count"),
+            metric(text, "bentoml_service_request_duration_seconds_count", endpoint="/predict"),
+            metric(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400"),
+            metric(text, "homeprice_request_errors_total", endpoint="predict", kind="bad_input"),
+        )
+        return tuple(s or 0.0 for s in samples)  # a labelled counter appears at its first count
+
+    before = counts()
+    assert server.post("/predict", {"home": home_payload(registry.validation.iloc[1])}).status_code == 200
     assert server.post("/predict", {"home": {"location": "79"}}).status_code == 400  # schema
     assert server.post("/predict", {"home": {"location": "nope", "living_sf": 900}}).status_code == 400
+    after = counts()
+    # one priced home, three timed requests, two refused (both by status code, the model's own by kind)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 3, 2, 1]
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    assert 'homeprice_model_loaded{model_version="1"' in text
-    assert "homeprice_predictions_total" in text and "homeprice_predicted_price_dollars_bucket" in text
-    assert "homeprice_prediction_log_failures_total" in text
-    assert "homeprice_registry_poll_errors_total" in text
-    assert "bentoml_service_request_duration_seconds_bucket" in text
-    # refused requests: all by endpoint and status code, the model's own refusals by kind too
-    assert re.search(r'bentoml_service_request_total\{endpoint="/predict",http_response_code="400"', text)
-    assert 'homeprice_request_errors_total{endpoint="predict",kind="bad_input"}' in text
+    assert metric(text, "homeprice_model_loaded", model_version="1") == 1.0
+    assert metric(text, "homeprice_prediction_log_failures_total") == 0.0
+    assert metric(text, "homeprice_registry_poll_errors_total") == 0.0
 
 
 def test_not_ready_until_a_model_exists_then_hot_swaps(registry: Registry, tmp_path) -> None:
