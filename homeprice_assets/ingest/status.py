@@ -40,6 +40,14 @@ ACCEPTED_CHECKS_KEY = "accepted_checks"
 ACCEPTED_RUN_KEY = "accepted_run_id"
 
 
+def code_location(context: dg.AssetExecutionContext) -> dg.RepositoryDefinition | None:
+    """The code location, when the executor knows it (in-process jobs may not; then the ingest modules)."""
+    try:
+        return context.repository_def
+    except Exception:
+        return None
+
+
 def blocking_check_keys(
     repository_def: dg.RepositoryDefinition | None, assets: Iterable[str] = CONSUMED_ASSETS
 ) -> dict[str, list[dg.AssetCheckKey]]:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from homeprice_assets.config import homeprice_home
 from homeprice_assets.features.engineering import FEATURES, INPUT_FIELDS
-from homeprice_assets.ingest.status import blocking_check_keys, month_status
+from homeprice_assets.ingest.status import blocking_check_keys, code_location, month_status
 from homeprice_assets.monitoring.checks import DRIFT_CHECK, drift_within_threshold
 from homeprice_assets.monitoring.drift import (
     PREDICTION,
@@ -143,14 +143,6 @@ def _log_to_mlflow(
     return run.run_id, run.experiment_id
 
 
-def _repository_def(context: dg.AssetExecutionContext) -> dg.RepositoryDefinition | None:
-    """The code location, when the executor knows it (in-process jobs may not; then the ingest modules)."""
-    try:
-        return context.repository_def
-    except Exception:
-        return None
-
-
 @dg.asset(
     group_name="monitoring",
     kinds={"evidently", "mlflow"},
@@ -173,7 +165,7 @@ def drift_report(
     config = settings.get()
     drift = config.monitoring.drift
     reg = registry.get()
-    checks = blocking_check_keys(_repository_def(context))
+    checks = blocking_check_keys(code_location(context))
     runs: dict = {}  # ingest runs' check evaluations, read once for all months
     current, reference, held_back = choose_months(
         sale_features,

@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from homeprice_assets.config import homeprice_home
+from homeprice_assets.ingest.status import blocking_check_keys, code_location, month_status
 from homeprice_assets.partitions import sale_month_partitions
 from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import ModelRegistry
@@ -51,7 +52,14 @@ def _md_table(frame: pd.DataFrame) -> str:
     partitions_def=sale_month_partitions,
     group_name="rollout",
     kinds={"pandas", "sql"},
-    automation_condition=dg.AutomationCondition.eager(),
+    # A month's clean sales once updated, and only once its blocking checks have passed (the ingest step
+    # stores the month before it judges it). Not ``eager()``: that also requests every month missing at the
+    # sensor's first tick, a run per month of history that no live prediction could have valued.
+    automation_condition=dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress(),
 )
 def ground_truth(
     context: dg.AssetExecutionContext,
@@ -62,6 +70,15 @@ def ground_truth(
 ) -> dg.Output[pd.DataFrame]:
     """The month's sales joined to the latest valuation of each home made before the sale (minus the
     embargo, within the horizon), per model version and role; live accuracy of each in metadata."""
+    month = context.partition_key
+    status = month_status(
+        context.instance, month, blocking_check_keys(code_location(context), ["clean_sales"])
+    )
+    if status.state != "ready":  # a manual run or a backfill: sales the checks held back are no truth
+        raise dg.Failure(
+            f"ground_truth {month}: the month's clean sales are {status.state} "
+            f"({', '.join(status.failed or status.waiting)}); ground truth waits for its blocking checks"
+        )
     rollout = settings.get().rollout
     parcels = sorted(clean_sales["parcel_id"].dropna().astype(str).unique())
     predictions = read_predictions(
@@ -71,7 +88,6 @@ def ground_truth(
         clean_sales, predictions, rollout.embargo_days, rollout.horizon_months
     )
     by_model = metrics_by_model(rows)
-    month = context.partition_key
     plot = report.write_accuracy_plot(rows, homeprice_home() / "reports" / "ground_truth" / f"{month}.png")
     context.log.info(f"{month}: {rows['sale_id'].nunique()} sale(s) matched, {unmatched} without a valuation")
     metadata: dict[str, object] = {
@@ -114,7 +130,8 @@ def _error_rate(url: str | None) -> float | None:
     group_name="rollout",
     kinds={"html", "mlflow"},
     ins={"ground_truth": dg.AssetIn(metadata={"allow_missing_partitions": True})},
-    automation_condition=dg.AutomationCondition.any_deps_updated()
+    # since_last_handled: an update seen while the evaluation (or another month) was running still counts
+    automation_condition=dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress(),
 )

@@ -45,6 +45,29 @@ def _graphql(port: int, query: str) -> dict:
 
 
 @pytest.mark.slow
+def test_every_automation_condition_is_evaluated_by_a_sensor_that_starts_running() -> None:
+    """An asset with an automation condition that no sensor of ours targets lands on Dagster's default
+    automation sensor, which starts stopped: it would never run unattended."""
+    import dagster as dg
+
+    from homeprice_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    conditioned = {k for k in graph.get_all_asset_keys() if graph.get(k).automation_condition is not None}
+    assert {dg.AssetKey(k) for k in ("ground_truth", "rollout_evaluation", "bento")} <= conditioned
+    repo = defs.get_repository_def()
+    sensors = [s for s in repo.sensor_defs if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    assert "default_automation_condition_sensor" not in {s.name for s in sensors}
+    covered = set().union(
+        *(
+            s.asset_selection.resolve(graph)
+            for s in sensors
+            if s.default_status == dg.DefaultSensorStatus.RUNNING
+        )
+    )
+    assert conditioned <= covered
+
+
 def test_loading_the_definitions_does_not_import_pyplot() -> None:
     """Every CLI call, run worker and code server loads the definitions: the reports import matplotlib's
     pyplot only when they draw (importing it cost about half a second per process)."""
