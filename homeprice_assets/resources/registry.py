@@ -33,6 +33,14 @@ from homeprice_assets.config import homeprice_home, mlflow_tracking_uri
 
 MODEL_NAME = "homeprice"
 CHAMPION, CHALLENGER, PREVIOUS, CANDIDATE = "champion", "challenger", "previous", "candidate"
+ALIAS_NOT_FOUND = "INVALID_PARAMETER_VALUE"  # MLflow's code for a missing alias of a registered model
+
+
+def absent(exc: MlflowException, *also: str) -> bool:
+    """Does ``exc`` say the model, version or run does not exist (rather than that the registry failed)?"""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", *also)
+
+
 MODEL_ARTIFACT = "model"
 
 
@@ -95,11 +103,16 @@ class Registry:
 
     # ------------------------------------------------------------------------------------------ versions
     def version(self, alias: str) -> ModelVersion | None:
-        """The version behind ``alias``, or None when the alias (or the registered model) does not exist."""
+        """The version behind ``alias``, or None when the alias (or the registered model) does not exist.
+
+        Any other registry error (a locked database, a tracking server away) raises: read as "no champion",
+        it would wave a challenger through the gates as a first model."""
         try:
             return self.client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if absent(exc, ALIAS_NOT_FOUND):
+                return None
+            raise
 
     def version_number(self, alias: str) -> str | None:
         found = self.version(alias)
@@ -109,7 +122,9 @@ class Registry:
         """A registered version; ``ValueError`` naming it (and the versions that exist) when it does not."""
         try:
             return self.client.get_model_version(self.model_name, str(version))
-        except MlflowException:
+        except MlflowException as exc:
+            if not absent(exc):
+                raise
             known = ", ".join(str(v.version) for v in self.versions()) or "none"
             raise ValueError(
                 f"version: {self.model_name} v{version} does not exist (registered versions: {known})"
@@ -118,16 +133,20 @@ class Registry:
     def versions(self) -> list[ModelVersion]:
         try:
             found = self.client.search_model_versions(f"name = '{self.model_name}'")
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if absent(exc):
+                return []
+            raise
         return sorted(found, key=lambda v: int(v.version))
 
     def aliases(self) -> dict[str, str]:
         """alias -> version for every alias of the registered model."""
         try:
             model = self.client.get_registered_model(self.model_name)
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if absent(exc):
+                return {}
+            raise
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def tag_version(self, version: str | int, **tags: Any) -> None:
@@ -167,8 +186,10 @@ class Registry:
     def model_tags(self) -> dict[str, str]:
         try:
             return dict(self.client.get_registered_model(self.model_name).tags or {})
-        except MlflowException:
-            return {}
+        except MlflowException as exc:
+            if absent(exc):
+                return {}
+            raise
 
     def set_model_tag(self, key: str, value: Any) -> None:
         self._ensure_model()
@@ -181,7 +202,9 @@ class Registry:
     def _ensure_model(self) -> None:
         try:
             self.client.get_registered_model(self.model_name)
-        except MlflowException:
+        except MlflowException as exc:
+            if not absent(exc):
+                raise
             self.client.create_registered_model(self.model_name)
 
     # -------------------------------------------------------------------------------------------- runs

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from homeprice_assets.resources.registry import absent
 from homeprice_assets.rollout.settings import RolloutSettings
 
 if TYPE_CHECKING:
@@ -97,11 +98,14 @@ def parse_state(aliases: dict[str, str], tags: dict[str, str]) -> RolloutState:
 
 
 def read_state(client: MlflowClient, name: str) -> RolloutState:
-    """One registry call; an empty state when the model is not registered yet."""
+    """One registry call; an empty state when the model is not registered yet. Other registry errors raise
+    (the service's follower counts them and keeps serving what it has)."""
     try:
         model = client.get_registered_model(name)
-    except MlflowException:
-        return RolloutState()
+    except MlflowException as exc:
+        if absent(exc):
+            return RolloutState()
+        raise
     return parse_state({k: str(v) for k, v in (model.aliases or {}).items()}, dict(model.tags or {}))
 
 
@@ -134,7 +138,9 @@ def offline_mdape(reg: Registry, version: str) -> float | None:
     if mv.run_id:
         try:
             value = reg.client.get_run(mv.run_id).data.metrics.get("val_mdape")
-        except MlflowException:
+        except MlflowException as exc:
+            if not absent(exc):
+                raise
             value = None
         if value is not None:
             return float(value)

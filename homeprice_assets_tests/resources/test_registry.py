@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 from pathlib import Path
 
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from homeprice_assets.resources.registry import CHAMPION, PREVIOUS, ModelRegistry, Registry
+from homeprice_assets.rollout.state import RolloutState, read_state
 
 
 class Doubler(mlflow.pyfunc.PythonModel):
@@ -80,3 +85,49 @@ def test_model_tags(registry: Registry, tmp_path: Path) -> None:
     assert registry.model_tags()["rollout.mode"] == "shadow"
     registry.delete_model_tag("rollout.mode")
     assert "rollout.mode" not in registry.model_tags()
+
+
+class _BrokenTrackingServer(http.server.BaseHTTPRequestHandler):
+    """Answers every MLflow REST call as a tracking server with a locked backend store does."""
+
+    def _answer(self) -> None:
+        body = json.dumps({"error_code": "INTERNAL_ERROR", "message": "database is locked"}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_registry_error_is_not_an_empty_registry(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a model, version or alias that does not exist reads as absent. A failing registry raises: read
+    as "no champion", it would let a challenger through the gates as a first model and skip the rollout."""
+    empty = Registry(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}", model_name="nothing-here")
+    assert empty.version(CHAMPION) is None and empty.versions() == [] and empty.aliases() == {}
+    assert empty.model_tags() == {} and read_state(empty.client, empty.model_name) == RolloutState()
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BrokenTrackingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        broken = Registry(tracking_uri=f"http://127.0.0.1:{server.server_address[1]}", model_name="homeprice")
+        for call in (
+            lambda: broken.version(CHAMPION),
+            broken.versions,
+            broken.aliases,
+            broken.model_tags,
+            lambda: broken.get_version(1),
+            lambda: read_state(broken.client, broken.model_name),
+        ):
+            with pytest.raises(MlflowException, match="500"):
+                call()
+    finally:
+        server.shutdown()
+        server.server_close()
