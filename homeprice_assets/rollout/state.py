@@ -256,7 +256,8 @@ def rollback(
     to = require_version(reg, to)
     if to == state.champion:
         raise RolloutError(f"v{to} is already the champion: nothing to roll back")
-    reg.set_alias(PREVIOUS, state.champion, reason=f"rolled back: {reason}")
+    # ``rolled_back`` stays on the version: ``promoted_model`` never brings it back by itself
+    reg.set_alias(PREVIOUS, state.champion, reason=f"rolled back: {reason}", rolled_back=reason)
     reg.set_alias(CHAMPION, to, reason=f"rollback: {reason}")
     if state.candidate == to:
         _clear_rollout(reg)

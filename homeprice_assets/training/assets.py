@@ -353,6 +353,28 @@ def validation_report(
     )
 
 
+def promotion_refusal(version: str, tags: dict[str, str], champion: str | None) -> str | None:
+    """Why a version that passed its gates must still not be put in place now (None: it may).
+
+    The gates compared it with one champion: if another serves now (a rollback, another run's promotion),
+    the comparison no longer holds. A version rolled back from champion is never brought back by itself.
+    """
+    if tags.get("rolled_back"):
+        return (
+            f"v{version} was rolled back from champion ({tags['rolled_back']}); it is not promoted again "
+            f"automatically: `homeprice rollback --to {version}` or `homeprice rollout start --version "
+            f"{version}` brings it back by hand"
+        )
+    against = tags.get("validated_against")
+    if against is not None and against != (champion or "none"):
+        return (
+            f"v{version} was validated against champion {against}, but the champion is now "
+            f"{champion or 'none'}: materialize validation_report again to compare it with the champion "
+            "it would replace"
+        )
+    return None
+
+
 @dg.asset(group_name="training", deps=[validation_report], kinds={"mlflow"})
 def promoted_model(
     context: dg.AssetExecutionContext,
@@ -365,7 +387,8 @@ def promoted_model(
     ``shadow`` / ``ab`` rollout, where later sales decide.
 
     Runs only after the blocking gates passed in the same run; materialized alone, it still refuses a
-    version whose validation did not pass. Idempotent: a version already in place changes nothing.
+    version whose validation did not pass, one validated against a champion that no longer serves, and one
+    rolled back since (``promotion_refusal``). Idempotent: a version already in place changes nothing.
     """
     reg = registry.get()
     ref = ModelRef.from_frame(price_model)
@@ -376,6 +399,10 @@ def promoted_model(
             f"{tags.get('validation_reason', 'no validation_report for it yet')}"
         )
     before = rollout_state.current_state(reg)
+    if ref.version not in (before.champion, before.candidate):
+        refusal = promotion_refusal(ref.version, tags, before.champion)
+        if refusal:
+            raise dg.Failure(refusal)
     decision = rollout_state.decide_promotion(reg, ref.version, settings.get().rollout)
     action = rollout_state.apply_promotion(reg, decision, tags.get("validation_reason", ""))
     after = rollout_state.current_state(reg)

@@ -329,3 +329,40 @@ def test_in_shadow_mode_a_passing_challenger_becomes_the_candidate(
     from homeprice_assets.rollout import state as rollout_state
 
     rollout_state.stop_rollout(env.reg, "test over")
+
+
+def test_promotion_acts_only_against_the_champion_it_was_validated_against(
+    env: Env, first: dg.ExecuteInProcessResult
+) -> None:
+    """The gates compared the challenger with one champion: if another serves by the time promoted_model
+    runs, it refuses (validate again); and it never brings back a version rolled back since."""
+    from homeprice_assets.rollout import state as rollout_state
+
+    settings = {"training": {"params": QUICK, "explain_sample": EXPLAIN}, "promotion": LENIENT}
+
+    def refusal(result: dg.ExecuteInProcessResult) -> str:
+        assert not result.success
+        failure = result.failure_data_for_node("promoted_model")
+        assert failure is not None
+        return str(failure.error)
+
+    assert env.run(LIFECYCLE, **settings).success  # a champion with a previous version to roll back to
+    champion, previous = env.alias(CHAMPION), env.alias(PREVIOUS)
+    validated = env.run(["training_set", "validation_set", "price_model", "validation_report"], **settings)
+    assert validated.success
+    version = _meta(validated, "price_model")["model_version"]
+    assert env.reg.get_version(version).tags["validated_against"] == champion
+
+    rollout_state.rollback(env.reg, "test: the champion moved meanwhile")
+    assert env.alias(CHAMPION) == previous
+    text = refusal(env.run(["promoted_model"], **settings))
+    assert f"validated against champion {champion}, but the champion is now {previous}" in text
+    assert env.alias(CHAMPION) == previous
+
+    assert env.run(["validation_report", "promoted_model"], **settings).success  # judged again: in place
+    assert env.alias(CHAMPION) == version
+    rollout_state.rollback(env.reg, "test: broken on live sales")
+    assert env.alias(CHAMPION) == previous
+    text = refusal(env.run(["promoted_model"], **settings))
+    assert f"v{version} was rolled back from champion (test: broken on live sales)" in text
+    assert env.alias(CHAMPION) == previous
