@@ -291,17 +291,24 @@ def validation_report(
     champion = reg.version_number(CHAMPION)
     if champion == version:  # re-validating the champion itself: there is nothing to compare with
         champion = None
+    champion_note = None
     if champion is not None:
+        # An old champion this code cannot load, or that cannot take these inputs, must not block the
+        # pipeline forever: the challenger then meets the absolute gates only. A registry or artifact store
+        # that fails does fail the run (to be retried): read as "no champion", it would wave anything in.
         try:
             champion_pyfunc, _ = reg.load(champion)
+            check_feature_mismatch(inputs, champion_pyfunc, allow_extra=True, require_optional=False)
             predictions["champion"] = champion_pyfunc.predict(inputs)
-        except Exception as exc:  # an incompatible old champion must not block the pipeline forever
-            context.log.warning(f"champion v{champion} could not score the validation set: {exc}")
+        except (FeatureMismatchError, ImportError, AttributeError) as exc:
+            champion_note = f"v{champion} could not score the validation set ({exc}): absolute gates only"
+            context.log.warning(f"champion {champion_note}")
     baseline = fit_baseline(training_set)
     predictions["baseline"] = baseline.predict(inputs)
     facts = {
         "challenger_version": version,
-        "champion_version": champion,
+        "champion_version": champion if champion_note is None else f"{champion} (not scored)",
+        **({"champion_not_scored": champion_note} if champion_note else {}),
         "train_months": f"{training_set['sale_month'].min()}..{training_set['sale_month'].max()}",
         "baseline_fit_rows": f"{baseline.fit_rows:,} of {len(training_set):,} training sales",
     }

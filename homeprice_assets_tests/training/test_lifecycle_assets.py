@@ -366,3 +366,29 @@ def test_promotion_acts_only_against_the_champion_it_was_validated_against(
     text = refusal(env.run(["promoted_model"], **settings))
     assert f"v{version} was rolled back from champion (test: broken on live sales)" in text
     assert env.alias(CHAMPION) == previous
+
+
+def test_a_champion_the_store_cannot_serve_fails_validation_instead_of_waving_the_challenger_in(
+    env: Env, first: dg.ExecuteInProcessResult
+) -> None:
+    """The champion's files gone from the artifact store (an outage, a wrong bucket): the validation run
+    fails, to be retried, rather than judging the challenger as if it were the first model."""
+    champion = env.alias(CHAMPION)
+    uri = env.reg.client.get_model_version_download_uri(MODEL, champion)
+    stored = Path(uri.removeprefix("file://"))
+    assert stored.is_dir()
+    away = stored.with_name(stored.name + ".away")
+    stored.rename(away)
+    try:
+        result = env.run(
+            ["training_set", "validation_set", "price_model", "validation_report"],
+            training={"params": QUICK, "explain_sample": EXPLAIN},
+            promotion=LENIENT,
+        )
+    finally:
+        away.rename(stored)
+    assert not result.success
+    assert result.failure_data_for_node("validation_report") is not None
+    version = _meta(result, "price_model")["model_version"]
+    assert "validation_decision" not in env.reg.get_version(version).tags
+    assert env.alias(CHAMPION) == champion
