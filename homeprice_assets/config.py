@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -143,8 +144,17 @@ class DataConfig(_Strict):
             )
         return v
 
-    def source_name(self, canonical: str) -> str:
-        return self.columns.get(canonical, canonical)
+    def source_name(self, canonical: str, present: Iterable[str] | None = None) -> str:
+        """The source column of ``canonical``: its mapping, or, when the source's columns (``present``)
+        lack the mapped one but have the canonical name itself, that. The packaged mapping (the bundled
+        data's names) stays under a user's partial ``data.columns``; a user's own ``parcel_id`` or
+        ``waterfront`` column must not be shadowed by it."""
+        mapped = self.columns.get(canonical, canonical)
+        if present is not None and mapped != canonical:
+            names = present if isinstance(present, (set, frozenset, dict)) else set(present)
+            if mapped not in names and canonical in names:
+                return canonical
+        return mapped
 
     def read_options(self, key: str) -> ReadOptions:
         """Options for landed file ``key``: the first matching ``sources`` entry over ``read``."""

@@ -77,7 +77,9 @@ def required_columns(
 ) -> dg.AssetCheckResult:
     """Blocking: the month's readable files have every required column (set-aside files say why not)."""
     present = set(raw.columns)
-    missing = {c: config.source_name(c) for c in REQUIRED_COLUMNS if config.source_name(c) not in present}
+    missing = {
+        c: config.source_name(c) for c in REQUIRED_COLUMNS if config.source_name(c, present) not in present
+    }
     missing_text = ", ".join(f"{c} (source column '{s}')" for c, s in missing.items())
     reasons = "; ".join(f"{f['key']}: {f['reason']}" for f in set_aside or [])
     if not missing:
@@ -197,7 +199,7 @@ def null_rate_check(
     Columns the source does not have at all are not judged (a dataset without coordinates is not 100% null).
     """
     present = set(source_columns) if source_columns is not None else None
-    mapped = [c for c in OPTIONAL_COLUMNS if present is None or config.source_name(c) in present]
+    mapped = [c for c in OPTIONAL_COLUMNS if present is None or config.source_name(c, present) in present]
     rates = null_rates(clean, mapped)
     over = {c: r for c, r in rates.items() if r > config.max_null_rate}
     return dg.AssetCheckResult(

@@ -13,7 +13,7 @@ from homeprice_assets.resources.landing import LandingZone
 
 def split_by_month(sales: pd.DataFrame, config: DataConfig) -> dict[str, pd.DataFrame]:
     """Source rows grouped by the month of their (source-named) sale date; unparsable dates are an error."""
-    date_col = config.source_name("sale_date")
+    date_col = config.source_name("sale_date", sales.columns)
     if date_col not in sales.columns:
         raise ValueError(
             f"sale_date: source column {date_col!r} not found; columns are {list(sales.columns)}"

@@ -136,7 +136,7 @@ def row_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:
     Rows without a parsable date go to the file's newest month, where cleaning quarantines them as
     ``unparsable_date`` (never lost). Raises ``UnreadableFile`` when the file cannot be split at all.
     """
-    column = config.source_name("sale_date")
+    column = config.source_name("sale_date", frame.columns)
     if column not in frame.columns:
         raise UnreadableFile(
             f"no month (YYYY-MM) in its path and no sale-date column {column!r} to split it by"

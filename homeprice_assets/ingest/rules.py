@@ -82,7 +82,7 @@ def check_source_columns(columns: Iterable[str], config: DataConfig) -> None:
     missing = [
         f"{canonical!r} (source column {config.source_name(canonical)!r})"
         for canonical in REQUIRED_COLUMNS
-        if config.source_name(canonical) not in present
+        if config.source_name(canonical, present) not in present
     ]
     if missing:
         raise SchemaError(
@@ -94,10 +94,11 @@ def check_source_columns(columns: Iterable[str], config: DataConfig) -> None:
 def to_canonical(raw: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
     """Rename mapped source columns to canonical names; keep lineage; add absent optional columns as NA."""
     check_source_columns(raw.columns, config)
+    present = set(raw.columns)
     columns: dict[str, Any] = {}
     for canonical in CANONICAL_COLUMNS:
-        source = config.source_name(canonical)
-        columns[canonical] = raw[source] if source in raw.columns else pd.NA
+        source = config.source_name(canonical, present)
+        columns[canonical] = raw[source] if source in present else pd.NA
     columns.update({col: raw[col] for col in LINEAGE_COLUMNS if col in raw.columns})
     return pd.DataFrame(columns, index=raw.index)
 
@@ -281,7 +282,7 @@ def identity_columns(source_columns: Iterable[str], config: DataConfig) -> list[
     price in the same area do not share an id.
     """
     present = set(source_columns)
-    mapped = [c for c in IDENTITY_COLUMNS if config.source_name(c) in present]
+    mapped = [c for c in IDENTITY_COLUMNS if config.source_name(c, present) in present]
     if "parcel_id" in mapped:
         return ["parcel_id", "sale_date", "sale_price"]
     return mapped

@@ -136,6 +136,29 @@ def test_missing_required_column_names_it(month_rows: pd.DataFrame) -> None:
         clean_sales(month_rows.drop(columns=["tot_sf"]), CONFIG, month="2014-06")
 
 
+def test_a_column_under_its_canonical_name_is_not_shadowed_by_the_packaged_mapping(
+    month_rows: pd.DataFrame, tmp_path
+) -> None:
+    """The packaged mapping names the bundled data's columns (parcel_id: pinx, waterfront: wfnt, ...). A user
+    config that maps only some columns keeps it, so a source's own ``parcel_id`` or ``waterfront`` column
+    (no ``pinx``, no ``wfnt``) must still be read, and so must ``living_sf`` left unmapped."""
+    theirs = month_rows.rename(
+        columns={"pinx": "parcel_id", "wfnt": "waterfront", "tot_sf": "living_sf", "sale_price": "PRICE"}
+    )
+    user = tmp_path / "homeprice.yaml"
+    user.write_text("data:\n  columns:\n    sale_price: PRICE\n")
+    config = load_config(user).data
+    clean = clean_sales(theirs, config, month="2014-06").clean
+    ours = clean_sales(month_rows, CONFIG, month="2014-06").clean
+    assert len(clean) == len(ours) > 500
+    for column in ("parcel_id", "waterfront", "living_sf", "sale_price"):
+        assert clean[column].notna().all(), column
+        assert clean[column].tolist() == ours[column].tolist(), column
+    # where the mapped column is there, the mapping wins over a same-named column
+    both = month_rows.assign(parcel_id="not the parcel")
+    assert (clean_sales(both, CONFIG, month="2014-06").clean["parcel_id"] != "not the parcel").all()
+
+
 def test_typed_output(month_rows: pd.DataFrame) -> None:
     clean = clean_sales(month_rows, CONFIG, month="2014-06").clean
     assert str(clean["sale_price"].dtype) == "float64"
