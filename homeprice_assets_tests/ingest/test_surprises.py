@@ -173,6 +173,7 @@ def test_wrong_configured_delimiter_sets_the_file_aside(
     [aside] = _raw_meta(result)["quarantined_file_reasons"].value
     assert "not a table: one column with semicolon as delimiter" in aside["reason"]
     assert "data.sources" in aside["reason"]  # says what to change
+    _other_month_untouched(instance, landing, landed)
 
 
 # ---------------------------------------------------------------- row 3: a Latin-1 export with accents
@@ -204,6 +205,7 @@ def test_utf8_bom_is_honoured_and_reported(instance, landing, storage, bundled_s
     assert result.success
     assert set(_clean(result)["sale_id"]) == set(rows["sale_id"])  # "pinx", not "\ufeffpinx"
     assert _raw_meta(result)["files"].value[0]["encoding"] == "utf-8-sig (byte-order mark)"
+    _other_month_untouched(instance, landing, landed)
 
 
 # ---------------------------------------------------------------- row 4: a file whose path has no month

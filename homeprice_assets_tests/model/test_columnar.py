@@ -120,6 +120,7 @@ def test_unknown_location_and_empty_input(small: Small) -> None:
     out = small.model.predict_columns({**row, "location": ["nowhere"], "lot_sf": [None]})
     assert np.isfinite(out["price"]).all()
     empty = small.model.predict_columns({c: [] for c in INPUT_FIELDS})
+    assert set(empty) == {"price", "price_lower", "price_upper"}
     assert all(len(v) == 0 for v in empty.values())
 
 
