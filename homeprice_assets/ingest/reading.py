@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -125,9 +126,47 @@ def read_with_config(key: str, data: bytes, config: DataConfig) -> ParsedFile:
     return parse_landed(key, data, config.read_options(key))
 
 
+# Sales dated later than this many days ahead of today are typos (2104 for 2014): no month is made for them.
+FUTURE_DAYS = 31
+
+
+def latest_plausible_date() -> pd.Timestamp:
+    return pd.Timestamp.now().normalize() + pd.Timedelta(days=FUTURE_DAYS)
+
+
 def parse_sale_dates(values: pd.Series, date_format: str | None) -> pd.Series:
-    """Sale dates as timestamps (NaT where unparsable), with the source's format or ISO 8601."""
-    return pd.to_datetime(values, format=date_format, errors="coerce")
+    """Sale dates as naive timestamps (NaT where unparsable), with the source's format or ISO 8601.
+
+    A UTC offset (``2014-07-03T10:00:00-07:00``) is dropped, keeping the local date and time of the sale:
+    offsets that differ between rows (a daylight-saving change) made pandas return objects, on which every
+    later date operation failed.
+    """
+    with warnings.catch_warnings():  # pandas' notice that mixed offsets will need utc=True
+        warnings.simplefilter("ignore", FutureWarning)
+        parsed = pd.to_datetime(values, format=date_format, errors="coerce")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_localize(None)
+    elif parsed.dtype == object:  # offsets that differ row to row
+        parsed = pd.Series(pd.to_datetime([_wall(v) for v in parsed], errors="coerce"), index=values.index)
+    # Rows pandas could not read in the column's one pass (a date without a time among timestamps with
+    # offsets, or the reverse) are read one by one; the truly unparsable stay NaT. Few rows, if any.
+    retry = parsed.isna() & values.notna()
+    if retry.any():
+        parsed = parsed.copy()
+        parsed[retry] = [_one_date(v, date_format) for v in values[retry]]
+    return parsed
+
+
+def _wall(value: object) -> object:
+    """A timestamp's local date and time, its UTC offset dropped."""
+    return value.tz_localize(None) if isinstance(value, pd.Timestamp) and value.tz is not None else value
+
+
+def _one_date(value: object, date_format: str | None) -> pd.Timestamp:
+    try:
+        return _wall(pd.to_datetime(value, format=date_format))  # type: ignore[return-value]
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT  # type: ignore[return-value]
 
 
 def row_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:
@@ -142,9 +181,10 @@ def row_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:
             f"no month (YYYY-MM) in its path and no sale-date column {column!r} to split it by"
         )
     dates = parse_sale_dates(frame[column], config.read_options(key).date_format)
+    dates = dates.where(dates <= latest_plausible_date())  # a typo'd future date makes no month of its own
     months = dates.dt.strftime("%Y-%m")
     if months.isna().all():
         if not len(frame):
             return months.astype(object)
         raise UnreadableFile(f"no month (YYYY-MM) in its path and no parsable date in column {column!r}")
-    return months.fillna(months.max()).astype(object)
+    return months.fillna(months.dropna().max()).astype(object)  # (max over text with NaN raised)

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from homeprice_assets.config import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DataConfig
-from homeprice_assets.ingest.reading import parse_sale_dates
+from homeprice_assets.ingest.reading import latest_plausible_date, parse_sale_dates
 
 LINEAGE_COLUMNS = ("_source_file", "_source_hash", "_row_number", "_row_hash")
+# What exports write for "no value" in a number column (compared stripped and lower-cased): missing, kept.
+NULL_MARKERS = frozenset({"", "nan", "none", "<na>", "na", "n/a", "null"})
 NUMERIC_COLUMNS = (
     "sale_price",
     "living_sf",
@@ -186,6 +188,8 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         )
     too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
     flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
+    latest = latest_plausible_date()
+    flag(dates > latest, "unparsable_date", f"sale_date after {latest.date()} (in the future)")
 
     decimal = _decimal_marks(frame, config)
     numeric = {}
@@ -194,8 +198,11 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         suspect = parsed.isna() & frame[col].notna()
         if suspect.any():
             text = frame[col].astype(str)
-            bad = suspect & ~text.str.strip().isin(["", "nan"])
+            bad = suspect & ~text.str.strip().str.lower().isin(NULL_MARKERS)
             flag(bad, "non_numeric_value", lambda col=col, text=text: f"{col}=" + text)
+        infinite = np.isinf(parsed.astype("float64"))
+        if infinite.any():  # "inf" and "Infinity" parse as numbers: no field of a sale is infinite
+            flag(infinite, "non_numeric_value", lambda col=col: f"{col}=" + frame[col].astype(str))
         numeric[col] = parsed.astype("float64")
 
     price, area = numeric["sale_price"], numeric["living_sf"]

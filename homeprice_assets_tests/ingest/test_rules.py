@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from homeprice_assets.config import SourceReadOptions, load_config
+from homeprice_assets.ingest.reading import row_months
 from homeprice_assets.ingest.rules import RULES, SchemaError, clean_sales, combine_landed, content_version
 
 CONFIG = load_config().data
@@ -21,6 +22,9 @@ BAD_CASES = {
     "unparsable_date": ("sale_date", "2014-13-45"),
     "date_outside_partition": ("sale_date", "2013-01-15"),
     "non_numeric_value": ("tot_sf", "big"),
+    # an optional number no sale can have ("inf" parses as a number): quarantined, not left to stop the
+    # month at the finite_features check
+    "non_numeric_value_optional": ("lot_sf", "inf"),
     "nonpositive_price": ("sale_price", "-5000"),
     "nonpositive_living_area": ("tot_sf", "0"),
     "implausible_coordinates": ("latitude", "123.4"),
@@ -30,6 +34,7 @@ BAD_CASES = {
 @pytest.mark.parametrize("rule", sorted(BAD_CASES))
 def test_each_bad_value_is_quarantined_by_its_rule(month_rows: pd.DataFrame, rule: str) -> None:
     column, value = BAD_CASES[rule]
+    rule = rule.removesuffix("_optional")
     raw = month_rows.copy()
     bad_idx = [3, 10, 42]
     raw.loc[bad_idx, column] = value
@@ -57,11 +62,53 @@ def test_repeated_index_labels_clean_as_a_numbered_frame(month_rows: pd.DataFram
 
 
 def test_nulls_in_optional_columns_are_kept(month_rows: pd.DataFrame) -> None:
+    """None, and the markers exports write for "no value" (R's NA, SQL's NULL, N/A), are missing values."""
     raw = month_rows.copy()
     raw.loc[:9, "beds"] = None
+    markers = ["NA", "null", "NULL", "N/A", " nan ", "None"]
+    raw.loc[10 : 9 + len(markers), "baths"] = markers
     result = clean_sales(raw, CONFIG, month="2014-06")
     assert len(result.clean) == len(raw)
     assert result.clean["beds"].isna().sum() == 10
+    assert result.clean["baths"].isna().sum() == len(markers)
+
+
+def test_a_future_date_is_quarantined_and_makes_no_month_of_its_own(month_rows: pd.DataFrame) -> None:
+    """A typo (2104 for 2014) in a file whose path names no month: the row goes to the file's newest real
+    month and is quarantined there; before, it made a month 2104-06 that passed its checks and anchored
+    every training window in 2104."""
+    raw = month_rows.copy()
+    raw.loc[7, "sale_date"] = "2104-06-04"
+    assert set(row_months(raw, "export.csv", CONFIG)) == {"2014-06"}
+    raw.loc[8, "sale_date"] = "not a date"  # so does an unparsable one (its month's max raised before)
+    assert set(row_months(raw, "export.csv", CONFIG)) == {"2014-06"}
+    result = clean_sales(raw, CONFIG)  # no month given: the date rules alone
+    assert result.counts_by_rule["unparsable_date"] == 2
+    assert (
+        result.quarantine.set_index("sale_id")
+        .loc[raw.loc[7, "sale_id"], "detail"]
+        .endswith("(in the future)")
+    )
+
+
+def test_dates_with_utc_offsets_keep_their_local_day(month_rows: pd.DataFrame) -> None:
+    """Timestamps with offsets that differ between rows (a daylight-saving change) are read as the local
+    date and time of the sale; before, pandas returned objects and the month failed without a field named."""
+    raw = month_rows.head(4).copy()
+    raw["sale_date"] = [
+        "2014-06-03T10:00:00-07:00",
+        "2014-06-30T23:30:00-08:00",  # in UTC, July: still a June sale
+        "2014-06-15T08:00:00Z",
+        "2014-06-16",
+    ]
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert len(result.clean) == 4
+    assert [str(d.date()) for d in result.clean["sale_date"]] == [
+        "2014-06-03",
+        "2014-06-30",
+        "2014-06-15",
+        "2014-06-16",
+    ]
 
 
 def test_duplicate_sale_id_is_quarantined_not_dropped(month_rows: pd.DataFrame) -> None:
