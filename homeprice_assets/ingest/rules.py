@@ -198,7 +198,11 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         suspect = parsed.isna() & frame[col].notna()
         if suspect.any():
             text = frame[col].astype(str)
-            bad = suspect & ~text.str.strip().str.lower().isin(NULL_MARKERS)
+            bad = (
+                suspect
+                if col in REQUIRED_COLUMNS
+                else suspect & ~text.str.strip().str.lower().isin(NULL_MARKERS)
+            )
             flag(bad, "non_numeric_value", lambda col=col, text=text: f"{col}=" + text)
         infinite = np.isinf(parsed.astype("float64"))
         if infinite.any():  # "inf" and "Infinity" parse as numbers: no field of a sale is infinite

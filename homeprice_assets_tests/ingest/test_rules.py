@@ -24,7 +24,9 @@ BAD_CASES = {
     "non_numeric_value": ("tot_sf", "big"),
     # an optional number no sale can have ("inf" parses as a number): quarantined, not left to stop the
     # month at the finite_features check
-    "non_numeric_value_optional": ("lot_sf", "inf"),
+    "non_numeric_value:optional": ("lot_sf", "inf"),
+    # a "no value" marker is missing in an optional number, but a required price must be there
+    "non_numeric_value:required": ("sale_price", "N/A"),
     "nonpositive_price": ("sale_price", "-5000"),
     "nonpositive_living_area": ("tot_sf", "0"),
     "implausible_coordinates": ("latitude", "123.4"),
@@ -34,7 +36,7 @@ BAD_CASES = {
 @pytest.mark.parametrize("rule", sorted(BAD_CASES))
 def test_each_bad_value_is_quarantined_by_its_rule(month_rows: pd.DataFrame, rule: str) -> None:
     column, value = BAD_CASES[rule]
-    rule = rule.removesuffix("_optional")
+    rule = rule.split(":")[0]
     raw = month_rows.copy()
     bad_idx = [3, 10, 42]
     raw.loc[bad_idx, column] = value
