@@ -74,6 +74,97 @@ def action_alert(action: st.Action, model_name: str, dagster_run_url: str | None
     )
 
 
+def _act_on(
+    context: dg.SensorEvaluationContext,
+    reg: Any,
+    notifier: Notifier,
+    meta: dict[str, Any],
+    run_url: str | None,
+    streak: dict[str, int],
+    judged: dict[str, str],
+    limit: int,
+) -> st.Action | None:
+    """What one evaluation calls for, done against the registry (``streak`` and ``judged`` updated in place).
+
+    A champion's broken streak counts evaluations of new months only (an evaluation re-run on the same
+    newest month is the same evidence), and starts afresh for each reign: streaks of other versions are
+    dropped. The candidate acted on is the one the evaluation compared, never whatever is candidate now.
+    """
+    champion = str(_value(meta, "champion_version", "none"))
+    state = st.current_state(reg)
+    for version in [v for v in streak if v != state.champion]:
+        streak.pop(version)
+        judged.pop(version, None)
+    health = _value(meta, "champion_health", {}) or {}
+    month = str(health.get("month") or "")
+    if champion == state.champion and (not month or judged.get(champion) != month):
+        if _value(meta, "champion_broken", False):
+            streak[champion] = streak.get(champion, 0) + 1
+        else:
+            streak[champion] = 0
+        if month:
+            judged[champion] = month
+    if streak.get(champion, 0) >= limit and state.champion == champion:
+        figures = {
+            "breaches": "; ".join(health.get("breaches", [])),
+            "consecutive_evaluations": streak[champion],
+            "failure_limit": limit,
+            "month": health.get("month"),
+            **{f"live_{k}": v for k, v in (health.get("metrics") or {}).items()},
+            "offline_mdape": health.get("offline_mdape"),
+        }
+        try:
+            action = st.rollback(
+                reg, f"live champion broken: {figures['breaches']}", figures=figures, automatic=True
+            )
+        except ValueError as exc:  # no previous, or it was rolled back itself: a person decides
+            context.log.error(f"rollback of v{champion} not possible: {exc}")
+            notifier.send(
+                _no_rollback_alert(reg.model_name, champion, str(exc), figures, run_url), context.log
+            )
+            return None
+        streak.pop(champion, None)
+        judged.pop(champion, None)
+        return action  # the candidate was compared with a broken champion: decide on the next evaluation
+    decision = _value(meta, "decision")
+    candidate = str(_value(meta, "candidate_version", "none"))
+    if decision not in ("promote", "stop") or not state.active or state.candidate != candidate:
+        return None
+    comparison = _value(meta, "comparison", {}) or {}
+    figures = {
+        k: comparison.get(k)
+        for k in (
+            "mode",
+            "n_pairs",
+            "mdape_candidate",
+            "mdape_champion",
+            "statistic",
+            "boundary",
+            "ci_low",
+            "ci_high",
+        )
+    }
+    reason = str(comparison.get("reason", decision))
+    if decision == "promote":
+        return st.promote(reg, candidate, reason, figures)
+    return st.stop_rollout(reg, reason, figures)
+
+
+def _no_rollback_alert(
+    model_name: str, champion: str, why: str, figures: dict[str, Any], run_url: str | None
+) -> Alert:
+    """The champion is broken and nothing can be rolled back to: one alert per champion and month."""
+    return Alert(
+        kind="rollout_rollback_impossible",
+        key=f"rollout:{model_name}:rollback_impossible:{champion}:{figures.get('month')}",
+        title=f"Rollback needed but not possible: {model_name} champion v{champion} is broken on live sales",
+        lines=(f"Why not: {why}", f"Breaches: {figures.get('breaches')}", "A person must choose a version."),
+        severity="error",
+        dagster_run_url=run_url,
+        facts={"action": "rollback_impossible", "version": champion, **figures},
+    )
+
+
 def build_rollout_actions_sensor(
     interval_seconds: int = 30, name: str = "rollout_actions"
 ) -> dg.SensorDefinition:
@@ -93,6 +184,7 @@ def build_rollout_actions_sensor(
         cursor = json.loads(context.cursor) if context.cursor else {}
         after = int(cursor.get("storage_id", 0))
         streak: dict[str, int] = cursor.get("broken_streak", {})
+        judged: dict[str, str] = cursor.get("judged_month", {})  # champion -> newest month it was judged on
         limit = settings.get().rollout.rollback.failure_limit
         reg = registry.get()
         records = context.instance.fetch_materializations(
@@ -103,62 +195,22 @@ def build_rollout_actions_sensor(
         done: list[str] = []
         events: list[dg.AssetMaterialization] = []
         for record in records:
-            after = record.storage_id
             meta = record.asset_materialization.metadata if record.asset_materialization else {}
             run_url = notifier.links.dagster_run(record.run_id)
-            champion = str(_value(meta, "champion_version", "none"))
-            state = st.current_state(reg)
-            health = _value(meta, "champion_health", {}) or {}
-            if _value(meta, "champion_broken", False):
-                streak[champion] = streak.get(champion, 0) + 1
-            else:
-                streak[champion] = 0
-            if streak[champion] >= limit and state.champion == champion:
-                figures = {
-                    "breaches": "; ".join(health.get("breaches", [])),
-                    "consecutive_evaluations": streak[champion],
-                    "failure_limit": limit,
-                    "month": health.get("month"),
-                    **{f"live_{k}": v for k, v in (health.get("metrics") or {}).items()},
-                    "offline_mdape": health.get("offline_mdape"),
-                }
-                try:
-                    action = st.rollback(reg, f"live champion broken: {figures['breaches']}", figures=figures)
-                except ValueError as exc:  # e.g. no previous: say so, do not crash the sensor
-                    context.log.error(f"rollback of v{champion} not possible: {exc}")
-                else:
-                    streak[champion] = 0
+            try:
+                action = _act_on(context, reg, notifier, meta, run_url, streak, judged, limit)
+            except Exception as exc:  # the registry failed mid-way: keep what was done, retry this record
+                context.log.error(f"rollout evaluation {record.storage_id}: not acted on yet: {exc!r}")
+                break
+            after = record.storage_id
+            if action is not None:
+                if action.kind in ("promote", "rollback"):
                     events.append(champion_moved(action, "rollout_actions"))
-                    notifier.send(action_alert(action, reg.model_name, run_url), log=context.log)
-                    done.append(f"rollback v{champion} -> v{action.version}")
-                    continue  # the candidate was compared with a broken champion: decide on the next one
-            decision = _value(meta, "decision")
-            candidate = str(_value(meta, "candidate_version", "none"))
-            if decision not in ("promote", "stop") or not state.active or state.candidate != candidate:
-                continue
-            comparison = _value(meta, "comparison", {}) or {}
-            figures = {
-                k: comparison.get(k)
-                for k in (
-                    "mode",
-                    "n_pairs",
-                    "mdape_candidate",
-                    "mdape_champion",
-                    "statistic",
-                    "boundary",
-                    "ci_low",
-                    "ci_high",
-                )
-            }
-            reason = str(comparison.get("reason", decision))
-            if decision == "promote":
-                action = st.promote_candidate(reg, reason, figures)
-                events.append(champion_moved(action, "rollout_actions"))
-            else:
-                action = st.stop_rollout(reg, reason, figures)
-            notifier.send(action_alert(action, reg.model_name, run_url), log=context.log)
-            done.append(f"{action.kind} v{candidate}")
-        new_cursor = json.dumps({"storage_id": after, "broken_streak": streak}, sort_keys=True)
+                notifier.send(action_alert(action, reg.model_name, run_url), log=context.log)
+                done.append(f"{action.kind} v{action.version}")
+        new_cursor = json.dumps(
+            {"storage_id": after, "broken_streak": streak, "judged_month": judged}, sort_keys=True
+        )
         if done:
             context.log.info("rollout actions: " + "; ".join(done))
         return dg.SensorResult(

@@ -225,6 +225,10 @@ def promote(reg: Registry, version: str, reason: str, figures: dict[str, Any] | 
     """``version`` becomes champion, the old champion ``previous``; a rollout of that version ends."""
     version = require_version(reg, version)
     state = current_state(reg)
+    if version == state.champion and state.candidate == version:
+        # a promotion interrupted between its alias moves: finish it (the rollout ends)
+        _clear_rollout(reg)
+        return _record(reg, Action("promote", version, reason, figures or {}, state.previous))
     if version == state.champion:
         raise RolloutError(f"v{version} is already the champion")
     if state.champion is not None:
@@ -243,9 +247,18 @@ def promote_candidate(reg: Registry, reason: str, figures: dict[str, Any] | None
 
 
 def rollback(
-    reg: Registry, reason: str, to: str | None = None, figures: dict[str, Any] | None = None
+    reg: Registry,
+    reason: str,
+    to: str | None = None,
+    figures: dict[str, Any] | None = None,
+    automatic: bool = False,
 ) -> Action:
-    """``champion`` moves back to ``previous`` (or to ``to``); the broken champion becomes ``previous``."""
+    """``champion`` moves back to ``previous`` (or to ``to``); the broken champion becomes ``previous``.
+
+    The version left is tagged ``rolled_back`` (``promoted_model`` never brings it back by itself), and
+    ``rolled_back_automatically`` when live figures broke it (``automatic``). Automation does not roll back
+    to a ``previous`` it rolled back itself: that would go back and forth between two broken versions. A
+    person may (``homeprice rollback``)."""
     state = current_state(reg)
     if state.champion is None:
         raise RolloutError("no champion: nothing to roll back")
@@ -253,11 +266,16 @@ def rollback(
         if state.previous is None:
             raise RolloutError("no 'previous' version to roll back to: name one with --to VERSION")
         to = state.previous
+        rolled_back = automatic and (reg.get_version(to).tags or {}).get("rolled_back_automatically")
+        if rolled_back:
+            raise RolloutError(
+                f"'previous' v{to} was itself rolled back ({rolled_back}): name a version with --to VERSION"
+            )
     to = require_version(reg, to)
     if to == state.champion:
         raise RolloutError(f"v{to} is already the champion: nothing to roll back")
-    # ``rolled_back`` stays on the version: ``promoted_model`` never brings it back by itself
-    reg.set_alias(PREVIOUS, state.champion, reason=f"rolled back: {reason}", rolled_back=reason)
+    marks = {"rolled_back": reason, **({"rolled_back_automatically": reason} if automatic else {})}
+    reg.set_alias(PREVIOUS, state.champion, reason=f"rolled back: {reason}", **marks)
     reg.set_alias(CHAMPION, to, reason=f"rollback: {reason}")
     if state.candidate == to:
         _clear_rollout(reg)

@@ -1,0 +1,140 @@
+"""The ``rollout_actions`` sensor on a real registry (SQLite MLflow) and a loopback Slack receiver, fed
+``rollout_evaluation`` events as the evaluation asset records them: what counts towards a rollback, where
+automation stops and a person must decide, and what a failure half-way through a tick keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from homeprice_assets.monitoring.notify import Notifier
+from homeprice_assets.resources.config import ProjectConfigResource
+from homeprice_assets.resources.registry import CANDIDATE, CHAMPION, ModelRegistry, Registry
+from homeprice_assets.rollout import state as st
+from homeprice_assets.rollout.sensors import ROLLOUT_EVALUATION, build_rollout_actions_sensor
+from homeprice_assets_tests.helpers import project_instance
+from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
+
+
+class World:
+    def __init__(self, root: Path, webhook: WebhookReceiver) -> None:  # noqa: F811
+        self.registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", model_name="actions")
+        self.reg: Registry = self.registry.get()
+        self.reg.client.create_registered_model(self.reg.model_name)
+        for _ in range(3):
+            self.reg.client.create_model_version(self.reg.model_name, source=str(root / "no-model"))
+        self.notifier = Notifier(slack_webhook_url=webhook.url, dedup_db=str(root / "alerts.sqlite"))
+        self.webhook = webhook
+        self.cursor: str | None = None
+        self.instance: dg.DagsterInstance
+
+    def evaluation(self, champion: str, month: str, broken: bool, **extra: object) -> None:
+        """A ``rollout_evaluation`` as the asset records it (its champion judged on ``month``)."""
+        health = {
+            "month": month,
+            "breaches": ["live PPE10 19% < 25%"] if broken else [],
+            "metrics": {"n": 400},
+        }
+        metadata = {
+            "champion_version": champion,
+            "champion_broken": broken,
+            "champion_health": health,
+            **extra,
+        }
+        self.instance.report_runless_asset_event(
+            dg.AssetMaterialization(ROLLOUT_EVALUATION, metadata=metadata)
+        )
+
+    def tick(self, registry: ModelRegistry | None = None) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={
+                "settings": ProjectConfigResource(overrides={"rollout": {"rollback": {"failure_limit": 2}}}),
+                "registry": registry or self.registry,
+                "notifier": self.notifier,
+            },
+        )
+        data = build_rollout_actions_sensor().evaluate_tick(context)
+        self.cursor = data.cursor
+        return data
+
+
+@pytest.fixture
+def world(tmp_path: Path, webhook: WebhookReceiver) -> World:  # noqa: F811
+    w = World(tmp_path, webhook)
+    with project_instance() as instance:
+        w.instance = instance
+        yield w
+
+
+def test_a_month_evaluated_again_is_not_a_second_breach(world: World) -> None:
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    world.evaluation("2", "2014-08", broken=True)
+    world.evaluation("2", "2014-08", broken=True)  # a second file for August: the same evidence again
+    world.tick()
+    assert world.reg.version_number(CHAMPION) == "2"
+    world.evaluation("2", "2014-09", broken=True)  # a new month broken too: two in a row
+    world.tick()
+    state = st.current_state(world.reg)
+    assert (state.champion, state.previous) == ("1", "2")
+    assert state.last_action["figures"]["consecutive_evaluations"] == 2
+    assert any("Rollback" in t and "v2 -> v1" in t for t in world.webhook.texts())
+
+
+def test_an_old_streak_does_not_survive_a_new_reign(world: World) -> None:
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    world.evaluation("2", "2014-08", broken=True)  # one breach: v2 keeps serving
+    world.tick()
+    st.rollback(world.reg, "manual: homeprice rollback")  # a person moves back to v1 ...
+    world.evaluation("1", "2014-09", broken=False)
+    world.tick()
+    st.rollback(world.reg, "manual: homeprice rollback", to="2")  # ... and to v2 again
+    world.evaluation("2", "2014-10", broken=True)  # its first breach of this reign
+    world.tick()
+    assert world.reg.version_number(CHAMPION) == "2"
+
+
+def test_automation_does_not_roll_back_to_a_version_it_rolled_back_and_says_so(world: World) -> None:
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    for month in ("2014-08", "2014-09"):
+        world.evaluation("2", month, broken=True)
+    world.tick()
+    assert st.current_state(world.reg).champion == "1"  # v2 rolled back, and marked so
+    for month in ("2014-10", "2014-11"):
+        world.evaluation("1", month, broken=True)
+    world.tick()
+    state = st.current_state(world.reg)
+    assert (state.champion, state.previous) == ("1", "2")  # not back to the broken v2
+    [alert] = [t for t in world.webhook.texts() if "not possible" in t]
+    assert "champion v1" in alert and "was itself rolled back" in alert
+    world.tick()  # nothing new: no second alert
+    assert len([t for t in world.webhook.texts() if "not possible" in t]) == 1
+
+
+def test_a_failing_registry_keeps_the_record_for_the_next_tick(world: World) -> None:
+    world.reg.promote("1", "first")
+    st.start_rollout(world.reg, "3", "shadow", 0.5, reason="test")
+    world.evaluation("1", "2014-08", broken=False, decision="promote", candidate_version="3")
+    away = ModelRegistry(tracking_uri="http://127.0.0.1:9/", model_name="actions")  # nothing listens there
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        data = world.tick(away)
+    assert not data.asset_events and world.reg.version_number(CHAMPION) == "1"
+    data = world.tick()  # the registry is back: the same evaluation is acted on
+    assert world.reg.version_number(CHAMPION) == "3" and world.reg.version_number(CANDIDATE) is None
+    assert [e.metadata["decision"].value for e in data.asset_events] == ["promote"]
+
+
+def test_a_promotion_interrupted_between_its_alias_moves_is_finished(world: World) -> None:
+    world.reg.promote("1", "first")
+    st.start_rollout(world.reg, "3", "shadow", 0.5, reason="test")
+    world.reg.set_alias(CHAMPION, "3")  # the champion moved, the candidate alias and mode were not cleared
+    action = st.promote(world.reg, "3", "live ground truth: candidate better")
+    state = st.current_state(world.reg)
+    assert action.kind == "promote" and (state.champion, state.candidate, state.active) == ("3", None, False)
