@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,9 @@ class ParquetIOManager(dg.UPathIOManager):
                 f"got {type(obj).__name__}"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
+        # A name of its own per write: two runs storing the same month at once (a second file landed while
+        # the first ingest ran) must not write into, or rename away, each other's temporary file.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.partial")
         if isinstance(obj, EncodedParquet):
             tmp.write_bytes(obj.data)
         else:

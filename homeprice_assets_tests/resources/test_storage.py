@@ -99,3 +99,35 @@ def test_a_frame_encoded_ahead_is_stored_as_the_same_file_as_the_frame(
         dg.materialize([asset], partition_key=month, instance=instance, resources={"io_manager": storage})
     assert (folder / "2014-01.parquet").read_bytes() == (folder / "2014-02.parquet").read_bytes()
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "2014-02.parquet"), frame)
+
+
+def test_two_runs_storing_the_same_month_at_once_each_write_whole_files(project_home) -> None:
+    """A second file landed while the month's ingest ran: two runs store the same partition together.
+    Each write has its own temporary file, so neither fails nor leaves a mixed file behind."""
+    import threading
+
+    from upath import UPath
+
+    from homeprice_assets.resources.storage import ParquetIOManager
+
+    manager = ParquetIOManager(base_path=UPath(project_home / "storage"))
+    path = UPath(project_home / "storage" / "clean_sales" / "2014-07.parquet")
+    frames = [pd.DataFrame({"run": [run] * 5_000, "x": range(5_000)}) for run in (1, 2)]
+    errors: list[BaseException] = []
+
+    def store(frame: pd.DataFrame) -> None:
+        try:
+            for _ in range(25):
+                manager.dump_to_path(dg.build_output_context(asset_key="clean_sales"), frame, path)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(f,)) for f in frames]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stored = pd.read_parquet(path)
+    assert len(stored) == 5_000 and stored["run"].nunique() == 1
+    assert not list(path.parent.glob("*.partial"))
