@@ -272,6 +272,11 @@ class Registry:
         while version.status != "READY" and time.monotonic() < deadline:
             time.sleep(0.2)
             version = self.client.get_model_version(self.model_name, version.version)
+        if version.status != "READY":  # handing on a version that cannot be loaded fails later, obscurely
+            raise RuntimeError(
+                f"{self.model_name} v{version.version} is {version.status} after 120 s, not READY: "
+                f"{version.status_message or 'no message from the registry'}"
+            )
         return version
 
     def model_uri(self, version: str | int) -> str:
