@@ -20,7 +20,7 @@ import sqlite3
 import time
 import urllib.request
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,16 @@ SMTP_TO_ENV = "HOMEPRICE_SMTP_TO"  # comma-separated; overrides alerts.email.to
 SMTP_FROM_ENV = "HOMEPRICE_SMTP_FROM"
 
 
+# A channel that failed is retried after 1, 2, 4 ... minutes (at most an hour apart), for a day.
+RETRY_FIRST_SECONDS = 60.0
+RETRY_MAX_SECONDS = 3600.0
+RETRY_FOR_SECONDS = 24 * 3600.0
+
+
 # --------------------------------------------------------------------------------------------- dedup
 class DedupStore:
-    """Remembers when each alert key was last sent, in SQLite, so separate processes agree."""
+    """Remembers when each alert key was last sent, and which channels still owe an alert, in SQLite, so
+    separate processes agree."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,6 +60,53 @@ class DedupStore:
         with closing(self._connect()) as con, con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS sent_alerts (key TEXT PRIMARY KEY, sent_at REAL NOT NULL)"
+            )
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS pending_alerts (key TEXT NOT NULL, channel TEXT NOT NULL, "
+                "alert TEXT NOT NULL, first_failed_at REAL NOT NULL, attempts INTEGER NOT NULL, "
+                "next_at REAL NOT NULL, error TEXT, PRIMARY KEY (key, channel))"
+            )
+
+    def owe(self, alert: Alert, channel: str, error: str, now: float | None = None) -> None:
+        """``channel`` failed to deliver ``alert``: keep it for a later retry (the first failure only)."""
+        now = time.time() if now is None else now
+        payload = json.dumps(asdict(alert), default=str)
+        with closing(self._connect()) as con:
+            con.execute(
+                "INSERT INTO pending_alerts VALUES (?, ?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT(key, channel) DO NOTHING",
+                (alert.key, channel, payload, now, now + RETRY_FIRST_SECONDS, error),
+            )
+
+    def due(self, now: float | None = None) -> list[tuple[str, str, Alert, float, int]]:
+        """(key, channel, alert, first failed at, attempts) of every retry that is due."""
+        now = time.time() if now is None else now
+        with closing(self._connect()) as con:
+            rows = con.execute(
+                "SELECT key, channel, alert, first_failed_at, attempts FROM pending_alerts "
+                "WHERE next_at <= ? ORDER BY first_failed_at",
+                (now,),
+            ).fetchall()
+        out = []
+        for key, channel, payload, first, attempts in rows:
+            fields = json.loads(payload)
+            fields["lines"] = tuple(fields.get("lines") or ())
+            out.append((key, channel, Alert(**fields), first, attempts))
+        return out
+
+    def settle(self, key: str, channel: str) -> None:
+        """Delivered at last, or given up on."""
+        with closing(self._connect()) as con:
+            con.execute("DELETE FROM pending_alerts WHERE key = ? AND channel = ?", (key, channel))
+
+    def postpone(self, key: str, channel: str, attempts: int, error: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        wait = min(RETRY_FIRST_SECONDS * 2 ** (attempts - 1), RETRY_MAX_SECONDS)
+        with closing(self._connect()) as con:
+            con.execute(
+                "UPDATE pending_alerts SET attempts = ?, next_at = ?, error = ? "
+                "WHERE key = ? AND channel = ?",
+                (attempts, now + wait, error, key, channel),
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -178,15 +232,57 @@ class Notifier(dg.ConfigurableResource):
             try:
                 self._send_slack(alert) if channel == "slack" else self._send_email(alert)
                 delivery.delivered.append(channel)
+                if store is not None:  # a retry this channel still owed for the same alert is paid
+                    store.settle(alert.key, channel)
             except Exception as exc:
                 delivery.errors[channel] = repr(exc)
-                log.error(f"alert {alert.key}: {channel} channel failed: {exc!r}\n" + alert.text())
+                log.error(
+                    f"alert {alert.key}: {channel} channel failed (retried later): {exc!r}\n" + alert.text()
+                )
+                if (
+                    store is not None
+                ):  # owed, not lost: ``retry_pending`` delivers it when the channel is back
+                    try:
+                        store.owe(alert, channel, repr(exc))
+                    except Exception as store_exc:
+                        log.warning(f"alert {alert.key} not kept for a retry ({store_exc!r})")
         if store is not None and (delivery.delivered or delivery.logged_only):
             try:
                 store.mark_sent(alert.key)
             except Exception as exc:
                 log.warning(f"alert dedup store not updated ({exc!r})")
         return delivery
+
+    def retry_pending(self, log: Any = None, now: float | None = None) -> int:
+        """Deliver the alerts a channel failed to take earlier, when their retry is due; returns how many
+        went out. Given up after a day, with an error in the log. Never raises."""
+        log = log or logger
+        now = time.time() if now is None else now
+        try:
+            store = self._dedup()
+            due = store.due(now)
+        except Exception as exc:
+            log.warning(f"pending alerts unavailable ({exc!r})")
+            return 0
+        sent = 0
+        configured = set(self.channels())
+        for key, channel, alert, first, attempts in due:
+            if channel not in configured:
+                continue  # the channel was switched off: kept until it is back or the day is over
+            try:
+                self._send_slack(alert) if channel == "slack" else self._send_email(alert)
+            except Exception as exc:
+                if now - first >= RETRY_FOR_SECONDS:
+                    store.settle(key, channel)
+                    log.error(f"alert {key}: {channel} gave up after {attempts + 1} attempts: {exc!r}")
+                else:
+                    store.postpone(key, channel, attempts + 1, repr(exc), now)
+                continue
+            store.settle(key, channel)
+            store.mark_sent(key, now)
+            sent += 1
+            log.info(f"alert {key}: delivered to {channel} on attempt {attempts + 1}")
+        return sent
 
     def _send_slack(self, alert: Alert) -> None:
         payload = {"text": alert.text(), "username": "homeprice"}

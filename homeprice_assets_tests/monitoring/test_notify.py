@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,27 @@ def test_from_settings_reads_secrets_from_environment(
     assert n.dagster_base_url == "http://ui.test"
     monkeypatch.delenv("HOMEPRICE_SLACK_WEBHOOK_URL")
     assert Notifier.from_settings(AlertSettings()).channels() == []
+
+
+def test_an_alert_a_channel_failed_to_take_is_delivered_when_it_is_back(
+    notifier: Notifier, webhook: WebhookReceiver, smtp: SmtpReceiver
+) -> None:
+    """Slack answers 500 while e-mail works: e-mail gets the alert at once, Slack on a retry once it is back
+    (after a back-off), exactly once; a channel still down after a day is given up, with an error."""
+    down = Notifier(**{**notifier.model_dump(), "slack_webhook_url": webhook.failing_url})
+    alert = messages.run_failed(down.links, job_name="ingest_job", run_id="r-later")
+    delivery = down.send(alert)
+    assert set(delivery.errors) == {"slack"} and delivery.delivered == ["email"]
+    assert not webhook.posts and len(smtp.messages) == 1
+    t0 = time.time()
+    assert down.retry_pending(now=t0 + 61) == 0  # still down: the next try is two minutes later
+    assert notifier.retry_pending(now=t0 + 62) == 0  # back up, but not due yet
+    assert notifier.retry_pending(now=t0 + 61 + 121) == 1
+    assert webhook.texts() == [alert.text()] and len(smtp.messages) == 1  # e-mail is not sent twice
+    assert notifier.retry_pending(now=t0 + 10_000) == 0  # paid: nothing owed any more
+
+    never = messages.run_failed(down.links, job_name="ingest_job", run_id="r-never")
+    down.send(never)
+    assert down.retry_pending(now=t0 + 24 * 3600 + 60) == 0  # a day of failures: given up
+    assert DedupStore(Path(str(notifier.dedup_db))).due(now=t0 + 10 * 24 * 3600) == []
+    assert len(webhook.posts) == 1

@@ -160,7 +160,10 @@ def build_check_alert_sensor(
         settings: ProjectConfigResource,
         registry: ModelRegistry,
     ) -> dg.SensorResult:
-        """Cursor: {"after": {check: watermark id}, "done": {check: [ids above it already handled]}}."""
+        """Cursor: {"after": {check: watermark id}, "done": {check: [ids above it already handled]}}.
+
+        Each tick also delivers what a channel failed to take before (``Notifier.retry_pending``)."""
+        notifier.retry_pending(context.log)
         warn = settings.get().alerts.alert_on_warn_checks if alert_on_warn is None else alert_on_warn
         reg = registry.get()
         state = load_cursor(context.cursor)
