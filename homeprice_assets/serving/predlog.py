@@ -2,8 +2,10 @@
 
 A request only puts a job on an in-memory queue: the rows themselves (one dict and one JSON string per home)
 are built by a writer thread and inserted in batches, so neither a 100k-row batch nor a slow or broken
-database slows or fails a request. Rows that cannot be written are counted; the queue is bounded in rows, so
-a long outage drops new work instead of exhausting memory.
+database slows or fails a request. Rows the database refuses are kept and written again once it answers (a
+failover, a restart: seconds), with a back-off; the rows waiting, queued or kept, are bounded, so a long
+outage counts new rows as failed instead of exhausting memory. Rows still unwritten at ``close`` are counted
+as failed too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +83,10 @@ class PredictionLog:
         self.failed = 0
         self._stop = threading.Event()
         self._flushing = threading.Lock()
+        # batches the database refused, oldest first, and when to try them again (0: not backing off)
+        self._unwritten: list[Rows] = []
+        self._retry_at = 0.0
+        self._backoff_s = 0.0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -131,19 +138,57 @@ class PredictionLog:
         return rows
 
     def _write(self, batch: Rows) -> None:
+        """Insert ``batch``, or keep it for a retry (behind any batch already kept: rows keep their order)."""
+        if self._unwritten:
+            self._unwritten.append(batch)
+            return
+        if not self._insert(batch):
+            self._unwritten.append(batch)
+
+    def _insert(self, batch: Rows) -> bool:
         try:
             with self.engine.begin() as conn:
                 conn.execute(predictions.insert(), batch)
-            self.written += len(batch)
         except Exception as exc:
-            log.warning("prediction log: %d row(s) not written: %s", len(batch), exc)
-            self._count_failed(len(batch))
+            self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s, 0.5), 30.0)
+            self._retry_at = time.monotonic() + self._backoff_s
+            log.warning(
+                "prediction log: %d row(s) not written, retried in %.1f s: %s",
+                len(batch),
+                self._backoff_s,
+                exc,
+            )
+            return False
+        self._backoff_s = 0.0
+        self.written += len(batch)
         self._done(len(batch))
+        return True
 
-    def flush(self) -> int:
-        """Build and write everything queued now, ``batch_size`` rows per insert; returns rows written."""
+    def _retry(self, final: bool = False) -> None:
+        """Write the kept batches once their back-off is over (``final``: now, and count what still fails)."""
+        if not self._unwritten or (not final and time.monotonic() < self._retry_at):
+            return
+        while self._unwritten and self._insert(self._unwritten[0]):
+            self._unwritten.pop(0)
+        if final:
+            for batch in self._unwritten:
+                self._count_failed(len(batch))
+                self._done(len(batch))
+            self._unwritten = []
+
+    @property
+    def unwritten(self) -> int:
+        """Rows the database refused, kept for a retry."""
+        return sum(len(b) for b in list(self._unwritten))
+
+    def flush(self, final: bool = False) -> int:
+        """Build and write everything queued now, ``batch_size`` rows per insert; returns rows written.
+
+        Batches the database refused earlier go first, once their back-off is over (``final``: at once, and
+        what still fails is counted as failed)."""
         with self._flushing:
             before = self.written
+            self._retry(final)
             batch: Rows = []
             while True:
                 try:
@@ -156,12 +201,14 @@ class PredictionLog:
                     batch = batch[self.batch_size :]
             if batch:
                 self._write(batch)
+            if final:
+                self._retry(final=True)
             return self.written - before
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval_s):
             self.flush()
-        self.flush()
+        self.flush(final=True)
 
     def close(self) -> None:
         self._stop.set()

@@ -52,37 +52,74 @@ def test_rows_are_written_in_batches_with_model_and_role(url: str, tmp_path) -> 
     assert '"living_sf"' in stored[0][2]
 
 
-def test_a_database_that_goes_away_counts_failures_and_never_blocks() -> None:
-    """The log's PostgreSQL database is dropped under it (its connections killed): rows written before stay
-    counted, later rows are counted as failed, and the caller never waits for the database."""
+def _fresh_database() -> tuple[sa.Engine, str, str]:
+    """(admin engine, database name, its URL): a PostgreSQL database of the test's own."""
     name = f"predlog_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG_URL.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    failures: list[int] = []
-    log = PredictionLog(
-        PG_URL.rsplit("/", 1)[0] + f"/{name}", flush_interval_s=0.05, on_failure=failures.append
-    )
+    return admin, name, PG_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _wait(condition, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_rows_refused_during_an_outage_are_written_when_the_database_is_back() -> None:
+    """The log's PostgreSQL database stops taking connections (its sessions killed: a restart, a failover),
+    then takes them again: the rows of the outage are written after it, none counted as failed."""
+    admin, name, url = _fresh_database()
+    log = PredictionLog(url, flush_interval_s=0.05)
     try:
         log.append(_rows(5))
-        deadline = time.monotonic() + 20
-        while log.written < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait(lambda: log.written == 5)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+        started = time.perf_counter()
+        log.append(_rows(10))
+        assert time.perf_counter() - started < 0.5  # the caller never waits for the database
+        _wait(lambda: log.unwritten == 10)
+        assert log.unwritten == 10 and log.written == 5 and log.failed == 0
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        _wait(lambda: log.written == 15)
+        assert (log.written, log.unwritten, log.failed, log.pending) == (15, 0, 0, 0)
+    finally:
+        log.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_a_database_that_goes_away_counts_failures_and_never_blocks() -> None:
+    """The log's PostgreSQL database is dropped under it: rows written before stay written, later rows are
+    kept for a retry while the service runs and counted as failed when it stops."""
+    admin, name, url = _fresh_database()
+    failures: list[int] = []
+    log = PredictionLog(url, flush_interval_s=0.05, on_failure=failures.append)
+    try:
+        log.append(_rows(5))
+        _wait(lambda: log.written == 5)
         assert log.written == 5 and log.failed == 0
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         started = time.perf_counter()
         log.append(_rows(10))
         assert time.perf_counter() - started < 0.5  # the caller never waits for the database
-        deadline = time.monotonic() + 20
-        while log.failed < 10 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait(lambda: log.unwritten == 10)
+        assert log.unwritten == 10 and log.failed == 0
     finally:
         log.close()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-    assert log.failed == 10 and sum(failures) == 10 and log.written == 5
+    assert log.failed == 10 and sum(failures) == 10 and log.written == 5 and log.pending == 0
 
 
 def test_rows_are_built_on_the_writer_thread_and_overflow_is_counted(tmp_path) -> None:
