@@ -247,6 +247,18 @@ Measured (2016, trained 2011-2015; the price model's year row, quarters in brack
           sorting by a noisy valuation does (stretching was tried above). Per-location median errors, net of
           the year's, spread +-3-5% and correlate -0.22 (2014 / 2015), 0.32 (2015 / 2016) and 0.18 (2014 /
           2016): each year's local market, not a lasting bias a correction could learn.
+    Tried, not kept (session of 2026-11-25; the served defaults, seeds 7 / 8, MdAPE 2015 / 2016 against 8.33 /
+    8.30% and 8.29 / 8.28%, COD 12.12 throughout): location features the trees cannot draw from axis-aligned
+    splits, computed from the coordinates and the training years' parcels only (a scratch script patching
+    ``feature_columns``):
+        - distance to the nearest waterfront sale (a KD-tree of the 150-200 waterfront sales of the training
+          years, a stand-in for the shoreline) and to downtown: 8.26 / 8.31% (seed 7), 8.19 / 8.35% (seed 8),
+          coverage 2015 80.7 / 80.4% with narrower intervals (35.6% against 37.1%); water distance alone
+          8.32 / 8.35%; with the bearing from downtown 8.32 / 8.43%.
+        - the mean grade of the 20 nearest earlier parcels and the home's grade above it: 8.18 / 8.33%, 8.21 /
+          8.37%, COD 12.03 / 12.14, 12.01 / 12.13; 2014 (seeds 7 / 8) 8.36 / 8.38% against 8.39 / 8.37%.
+        Each gains in 2015 (up to 0.15 points) and loses in 2016 (up to 0.07): the pattern of every feature
+        above. None is within reach of the 2016 targets (8.0%, 58%, COD 12).
 """
 
 from __future__ import annotations
