@@ -114,16 +114,27 @@ def ground_truth(
     return dg.Output(rows[list(GT_COLUMNS)], metadata=metadata)
 
 
-def _error_rate(url: str | None) -> float | None:
+def _request_counts(url: str | None) -> tuple[float, float] | None:
+    """(requests, 5xx) from the service's ``/metrics`` now; None without a URL or when it does not answer."""
     if not url:
         return None
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            return evaluation.error_rate_from_metrics(response.read().decode())
+            return evaluation.request_counts_from_metrics(response.read().decode())
     except OSError:
         return None
+
+
+def _previous_counts(context: dg.AssetExecutionContext) -> tuple[float, float] | None:
+    """The counters the last evaluation read (its metadata), so this one judges only what came since."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    total, errors = meta.get("requests_total"), meta.get("requests_5xx")
+    if total is None or errors is None:
+        return None
+    return float(getattr(total, "value", total)), float(getattr(errors, "value", errors))
 
 
 @dg.asset(
@@ -148,6 +159,7 @@ def rollout_evaluation(
     rollout = settings.get().rollout
     reg = registry.get()
     state = current_state(reg)
+    counts = _request_counts(rollout.metrics_url)
     frames = [f for f in ground_truth.values() if len(f)]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(GT_COLUMNS))
     comparison = evaluation.compare(rows, state, rollout) if state.active else None
@@ -156,7 +168,7 @@ def rollout_evaluation(
         state.champion,
         offline_mdape(reg, state.champion) if state.champion else None,
         rollout.rollback,
-        _error_rate(rollout.metrics_url),
+        evaluation.error_rate_since(counts, _previous_counts(context)),
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     facts = {
@@ -217,5 +229,6 @@ def rollout_evaluation(
             "live_by_version": dg.MetadataValue.json(live),
             "mlflow_run_id": run.run_id,
             **({"mlflow_run": dg.MetadataValue.url(link)} if link else {}),
+            **({"requests_total": counts[0], "requests_5xx": counts[1]} if counts else {}),
         }
     )

@@ -169,6 +169,25 @@ def champion_health(
 
 def error_rate_from_metrics(text: str) -> float | None:
     """Share of 5xx responses among the service's requests, from its Prometheus ``/metrics`` text."""
+    total, errors = request_counts_from_metrics(text)
+    return errors / total if total else None
+
+
+def error_rate_since(now: tuple[float, float] | None, before: tuple[float, float] | None) -> float | None:
+    """Share of 5xx among the requests since the last evaluation, from (requests, 5xx) counters read then
+    and now. The counters count since the service started: their totals would keep one old incident above
+    the limit for every champion after it. Counters lower than before (a restart) count from zero; no
+    request since: None (nothing to judge)."""
+    if now is None:
+        return None
+    total, errors = now
+    if before is not None and before[0] <= total and before[1] <= errors:
+        total, errors = total - before[0], errors - before[1]
+    return errors / total if total > 0 else None
+
+
+def request_counts_from_metrics(text: str) -> tuple[float, float]:
+    """(requests, 5xx responses) counted by the service, from its Prometheus ``/metrics`` text."""
     total = errors = 0.0
     for line in text.splitlines():
         if not line.startswith("bentoml_service_request_total{"):
@@ -181,4 +200,4 @@ def error_rate_from_metrics(text: str) -> float | None:
         total += count
         if 'http_response_code="5' in labels:
             errors += count
-    return errors / total if total else None
+    return total, errors

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from homeprice_assets.rollout.evaluation import champion_health, compare, error_rate_from_metrics
+from homeprice_assets.rollout.evaluation import (
+    champion_health,
+    compare,
+    error_rate_from_metrics,
+    error_rate_since,
+    request_counts_from_metrics,
+)
 from homeprice_assets.rollout.groundtruth import (
     join_ground_truth,
     live_by_version,
@@ -235,3 +241,20 @@ def test_champion_health_rules(bundled_sales: pd.DataFrame) -> None:
     rate = error_rate_from_metrics(metrics)
     assert rate == pytest.approx(0.1)
     assert champion_health(rows.iloc[0:0], "1", None, rules, error_rate_5xx=rate).broken
+
+
+def test_the_5xx_rate_is_judged_on_the_requests_since_the_last_evaluation() -> None:
+    """One incident (10 of 100 failed) breaches once; 900 clean requests after it do not, although the
+    service's counters (since it started) still hold 10 failures in 1,000."""
+    assert error_rate_since((100.0, 10.0), None) == pytest.approx(0.1)  # first evaluation: all so far
+    assert error_rate_since((1000.0, 10.0), (100.0, 10.0)) == 0.0
+    assert error_rate_since((1000.0, 19.0), (100.0, 10.0)) == pytest.approx(0.01)
+    assert error_rate_since((50.0, 5.0), (1000.0, 10.0)) == pytest.approx(0.1)  # restarted: from zero
+    assert error_rate_since((1000.0, 10.0), (1000.0, 10.0)) is None  # no request since: nothing to judge
+    assert error_rate_since(None, (1000.0, 10.0)) is None  # the service did not answer
+    counts = request_counts_from_metrics(
+        'bentoml_service_request_total{endpoint="/predict",http_response_code="200"} 90.0\n'
+        'bentoml_service_request_total{endpoint="/predict",http_response_code="503"} 10.0\n'
+        "# HELP something else 3\n"
+    )
+    assert counts == (100.0, 10.0)
