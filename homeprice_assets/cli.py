@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -311,13 +311,16 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_champion_move(action: object) -> None:
-    """Tell Dagster the champion moved (a ``promoted_model`` event), so the Bento is rebuilt around it."""
+def _record_champion_move(action: Any, model_name: str) -> None:
+    """Tell Dagster the champion moved (a ``promoted_model`` event), so the Bento is rebuilt around it, and
+    send the rollback alert (the event says it was sent, so the promotion alert sensor does not repeat it)."""
     import dagster as dg
 
-    from homeprice_assets.rollout.sensors import champion_moved
+    from homeprice_assets.monitoring.notify import Notifier
+    from homeprice_assets.rollout.sensors import action_alert, champion_moved
 
     dg.DagsterInstance.get().report_runless_asset_event(champion_moved(action, "homeprice rollback"))
+    Notifier.from_settings().process_config_and_initialize().send(action_alert(action, model_name))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -327,7 +330,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     reg = _rollout_registry()
     action = st.rollback(reg, reason="manual: homeprice rollback", to=args.to)
     print(f"rolled back: champion v{action.previous_champion} -> v{action.version}")
-    _record_champion_move(action)
+    _record_champion_move(action, reg.model_name)
     _print_state(reg)
     return 0
 

@@ -7,6 +7,7 @@ import pytest
 from homeprice_assets.cli import main
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout.state import current_state
+from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -27,7 +28,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_rollout_and_rollback_commands(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rollout_and_rollback_commands(
+    reg: Registry,
+    capsys: pytest.CaptureFixture[str],
+    webhook: WebhookReceiver,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOMEPRICE_SLACK_WEBHOOK_URL", webhook.url)
     code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "2")
     assert code == 2 and "no champion yet" in err  # refused: nothing to compare with
     reg.promote("1", "first")
@@ -54,6 +61,8 @@ def test_rollout_and_rollback_commands(reg: Registry, capsys: pytest.CaptureFixt
     assert code == 2 and "v42 does not exist" in err
     code, out, _ = run(capsys, "rollback", "--to", "3")
     assert code == 0 and "champion v1 -> v3" in out
+    [alert] = webhook.texts()  # a manual rollback is announced like the sensor's
+    assert "Rollback: homeprice-cli champion v1 -> v3" in alert and "manual: homeprice rollback" in alert
     code, out, _ = run(capsys, "rollback")
     assert code == 0 and "champion v3 -> v1" in out
     assert (current_state(reg).champion, current_state(reg).previous) == ("1", "3")
