@@ -59,7 +59,7 @@ def build_live_error_retrain_sensor(
             reason = live_error_breach(health, margin, min_sales)
             if reason and keys:
                 month = str(health.get("month") or "")
-                context.log.info(f"live error of v{health.get('version')} on {month}: {reason}: retraining")
+                context.log.info(f"live error of v{health.get('champion')} on {month}: {reason}: retraining")
                 requests.append(
                     dg.RunRequest(
                         run_key=f"retrain:live_error:{record.storage_id}",
