@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -98,6 +99,27 @@ def _forget_modules_under(folder: Path) -> None:
             del sys.modules[name]
 
 
+def _import_service(build_ctx: Path, service: str | None) -> None:
+    """Import the service module from the build context itself before a build from a staged copy.
+
+    BentoML imports the service by module name and reuses a module already imported; otherwise it runs the
+    staged copy, whose module-level Prometheus metrics register again in a process that already holds them
+    (a second build in one process, or the service imported after one, failed with DuplicateTimeseries).
+    """
+    module = (service or "").partition(":")[0]
+    if not module or module.endswith(".py") or module in sys.modules:
+        return
+    path = str(build_ctx)
+    added = path not in sys.path
+    if added:
+        sys.path.insert(0, path)
+    try:
+        importlib.import_module(module)
+    finally:
+        if added:
+            sys.path.remove(path)
+
+
 def build_bento(
     model: bentoml.Model, bentofile: Path = BENTOFILE, build_ctx: Path = REPO_ROOT
 ) -> bentoml.Bento:
@@ -114,6 +136,8 @@ def build_bento(
         resolved.write_text(yaml.safe_dump(options))
         staged = Path(tmp) / "context"
         ctx = staged if stage_sources(build_ctx, options, staged) else build_ctx
+        if ctx == staged:
+            _import_service(build_ctx, options.get("service"))
         cwd = os.getcwd()
         os.chdir(ctx)  # the service import string and include globs are relative to the build context
         try:

@@ -82,6 +82,27 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     requirements = (path / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements and "lightgbm==4.7.0" in requirements
     assert (path / "src" / "bento" / "service.py").is_file()
+    # a second build in a fresh process, then the service imported by it: each imports the service once
+    # (a staged copy imported next to it registered its Prometheus metrics twice)
+    script = (
+        "import bentoml\n"
+        "from homeprice_assets.serving.build import build_bento\n"
+        f"model = bentoml.models.get({str(model.tag)!r})\n"
+        "first, second = build_bento(model), build_bento(model)\n"
+        "import bento.service\n"
+        "assert first.tag != second.tag\n"
+        "print('built twice', bento.service.__file__)\n"
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"built twice {REPO_ROOT / 'bento' / 'service.py'}" in again.stdout
     # built from a staged copy of the included folders: the same files as the repository's include matches
     spec = yaml.safe_load(BENTOFILE.read_text())
     include = pathspec.PathSpec.from_lines("gitwildmatch", spec["include"])
