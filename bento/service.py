@@ -333,6 +333,7 @@ class HomePrice:
         priced = Priced(
             request_id, champion, np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=object)
         )
+        answered = []
         for model, idx in groups:
             if not len(idx):
                 continue
@@ -344,6 +345,9 @@ class HomePrice:
                     raise
                 model = champion  # the candidate refuses what the champion takes (its own bounds): champion
                 prices, lowers, uppers = self._run(endpoint, model, part)
+            answered.append((model, idx, part, prices, lowers, uppers))
+        # Counted and logged only once every arm has answered: a request refused for one home served nothing.
+        for model, idx, part, prices, lowers, uppers in answered:
             priced.prices[idx], priced.lowers[idx], priced.uppers[idx] = prices, lowers, uppers
             priced.models[idx] = model
             _predictions(endpoint, model.version, model.role).inc(len(idx))

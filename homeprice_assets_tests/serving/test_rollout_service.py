@@ -15,6 +15,7 @@ import requests
 
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout import state as st
+from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.training.model import fit_price_model
 from homeprice_assets_tests.serving.conftest import (
     Registry as ServingRegistry,
@@ -154,6 +155,14 @@ def test_ab_assignment_is_sticky_and_says_who_answered(
     metrics = requests.get(f"{srv.url}/metrics", timeout=10).text
     assert metric(metrics, "homeprice_predictions_total", model_version="2", role="candidate") > 0
     assert metric(metrics, "homeprice_rollout_weight", mode="ab") == pytest.approx(0.3)
+    # a batch refused for one champion-arm home logs nothing, not even the candidate arm's prices
+    refused = _homes(registry, "ABX", 20)
+    assert any(in_candidate_arm(h["parcel_id"], 0.3, "2") for h in refused)
+    refused.append(homes[0] | {"parcel_id": "ABX-bad", "location": "a place no model knows"})
+    assert srv.post("/predict_batch", {"homes": refused}).status_code == 400
+    srv.post("/predict", {"home": homes[0] | {"parcel_id": "ABY-after"}})
+    _wait_rows(srv, "parcel_id = 'ABY-after'", 1)  # rows are written in order: anything before is in
+    assert _rows(srv, "parcel_id LIKE 'ABX%'") == []
     st.stop_rollout(reg, "test over")
     _follow(srv, rollout_mode="off")
 
