@@ -55,6 +55,8 @@ def test_schemathesis_finds_no_server_errors(server: Server, tmp_path: Path) -> 
 def test_bento_is_built_with_the_model_and_a_dockerfile(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
     from homeprice_assets.resources.registry import Registry as ModelStore
     from homeprice_assets.serving.build import build_bento, import_version
 
@@ -96,7 +98,8 @@ def test_bento_is_built_with_the_model_and_a_dockerfile(
     again = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO_ROOT,
-        env={**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")},
+        # the store the model is in (BentoML binds its home once per process: not always tmp_path's)
+        env={**os.environ, "BENTOML_HOME": str(BentoMLContainer.bentoml_home.get())},
         capture_output=True,
         text=True,
         timeout=300,
