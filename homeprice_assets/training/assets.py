@@ -293,21 +293,25 @@ def validation_report(
         champion = None
     champion_note = None
     if champion is not None:
-        # An old champion this code cannot load, or that cannot take these inputs, must not block the
-        # pipeline forever: the challenger then meets the absolute gates only. A registry or artifact store
-        # that fails does fail the run (to be retried): read as "no champion", it would wave anything in.
+        # A registry or artifact store that fails fails the run (to be retried): read as "no champion", it
+        # would wave anything in. Once its files are here, a champion this release cannot load or score
+        # (its pickled code, its library versions, its inputs) must not block the pipeline forever: the
+        # challenger then meets the absolute gates only.
+        local = reg.download(champion)
         try:
-            champion_pyfunc, _ = reg.load(champion)
+            import mlflow.pyfunc
+
+            champion_pyfunc = mlflow.pyfunc.load_model(str(local))
             check_feature_mismatch(inputs, champion_pyfunc, allow_extra=True, require_optional=False)
             predictions["champion"] = champion_pyfunc.predict(inputs)
-        except (FeatureMismatchError, ImportError, AttributeError) as exc:
+        except Exception as exc:
             champion_note = f"v{champion} could not score the validation set ({exc}): absolute gates only"
             context.log.warning(f"champion {champion_note}")
     baseline = fit_baseline(training_set)
     predictions["baseline"] = baseline.predict(inputs)
     facts = {
         "challenger_version": version,
-        "champion_version": champion if champion_note is None else f"{champion} (not scored)",
+        "champion_version": champion,  # (the model card reads it back as a version)
         **({"champion_not_scored": champion_note} if champion_note else {}),
         "train_months": f"{training_set['sale_month'].min()}..{training_set['sale_month'].max()}",
         "baseline_fit_rows": f"{baseline.fit_rows:,} of {len(training_set):,} training sales",
@@ -336,6 +340,7 @@ def validation_report(
         metadata={
             "challenger_version": version,
             "champion_version": champion or "none",
+            **({"champion_not_scored": champion_note} if champion_note else {}),
             "decision": "promote" if promote_ok else "blocked",
             "reason": reason,
             **{

@@ -392,3 +392,25 @@ def test_a_champion_the_store_cannot_serve_fails_validation_instead_of_waving_th
     version = _meta(result, "price_model")["model_version"]
     assert "validation_decision" not in env.reg.get_version(version).tags
     assert env.alias(CHAMPION) == champion
+
+
+def test_a_champion_this_release_cannot_load_is_left_out_and_said_so(
+    env: Env, first: dg.ExecuteInProcessResult
+) -> None:
+    """The champion's files are there but its pickled model does not load (another release's code): the
+    challenger is judged by the absolute gates alone, the report says why, and the card still renders."""
+    champion = env.alias(CHAMPION)
+    stored = Path(env.reg.client.get_model_version_download_uri(MODEL, champion).removeprefix("file://"))
+    [pickled] = list(stored.rglob("python_model.pkl"))
+    original = pickled.read_bytes()
+    pickled.write_bytes(b"not a pickle of this release")
+    try:
+        result = env.run(LIFECYCLE, training={"params": QUICK, "explain_sample": EXPLAIN}, promotion=LENIENT)
+    finally:
+        pickled.write_bytes(original)
+    assert result.success
+    report = _meta(result, "validation_report")
+    assert report["champion_version"] == champion
+    assert f"v{champion} could not score the validation set" in report["champion_not_scored"]
+    assert "champion_mdape" not in report
+    assert _meta(result, "model_card")["model_version"] == _meta(result, "price_model")["model_version"]
