@@ -64,6 +64,7 @@ class PredictionLog:
         flush_interval_s: float = 0.5,
         max_pending_rows: int = 1_000_000,
         on_failure: Callable[[int], None] | None = None,
+        max_unwritten_rows: int = 100_000,
     ) -> None:
         self.url = url or default_url()
         if self.url.startswith("sqlite:///"):
@@ -74,6 +75,8 @@ class PredictionLog:
         metadata.create_all(self.engine)
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
         self.max_pending_rows = max_pending_rows
+        # Kept rows are built dicts (about 1 kB each), not the queue's lazy jobs: a cap of their own.
+        self.max_unwritten_rows = max_unwritten_rows
         # jobs: (row count, request time, a function that builds the rows)
         self._queue: queue.SimpleQueue[tuple[int, dt.datetime, Callable[[], Rows]]] = queue.SimpleQueue()
         self._pending = 0
@@ -139,36 +142,57 @@ class PredictionLog:
 
     def _write(self, batch: Rows) -> None:
         """Insert ``batch``, or keep it for a retry (behind any batch already kept: rows keep their order)."""
-        if self._unwritten:
-            self._unwritten.append(batch)
-            return
-        if not self._insert(batch):
-            self._unwritten.append(batch)
+        rest = batch if self._unwritten else self._insert(batch)
+        if rest:
+            self._unwritten.append(rest)
+            while self.unwritten > self.max_unwritten_rows and len(self._unwritten) > 1:
+                dropped = self._unwritten.pop(0)  # a long outage: the oldest kept rows go, counted
+                self._count_failed(len(dropped))
+                self._done(len(dropped))
 
-    def _insert(self, batch: Rows) -> bool:
+    def _insert(self, batch: Rows) -> Rows:
+        """Write ``batch``; returns the rows to keep for a retry (the database could not be reached).
+
+        Rows the database refuses for what they are (a constraint, a value the driver cannot send) would be
+        refused again: one such row fails the whole insert, so the rows are then written one by one and only
+        those refused are counted as failed."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(predictions.insert(), batch)
         except Exception as exc:
-            self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s, 0.5), 30.0)
-            self._retry_at = time.monotonic() + self._backoff_s
-            log.warning(
-                "prediction log: %d row(s) not written, retried in %.1f s: %s",
-                len(batch),
-                self._backoff_s,
-                exc,
-            )
-            return False
+            if _transient(exc):
+                self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s, 0.5), 30.0)
+                self._retry_at = time.monotonic() + self._backoff_s
+                log.warning(
+                    "prediction log: %d row(s) not written, retried in %.1f s: %s",
+                    len(batch),
+                    self._backoff_s,
+                    exc,
+                )
+                return batch
+            if len(batch) == 1:
+                log.warning("prediction log: a row refused, not retried: %s", exc)
+                self._count_failed(1)
+                self._done(1)
+                return []
+            for i, row in enumerate(batch):
+                if self._insert([row]):
+                    return batch[i:]
+            return []
         self._backoff_s = 0.0
         self.written += len(batch)
         self._done(len(batch))
-        return True
+        return []
 
     def _retry(self, final: bool = False) -> None:
         """Write the kept batches once their back-off is over (``final``: now, and count what still fails)."""
         if not self._unwritten or (not final and time.monotonic() < self._retry_at):
             return
-        while self._unwritten and self._insert(self._unwritten[0]):
+        while self._unwritten:
+            rest = self._insert(self._unwritten[0])
+            if rest:
+                self._unwritten[0] = rest
+                break
             self._unwritten.pop(0)
         if final:
             for batch in self._unwritten:
@@ -214,6 +238,13 @@ class PredictionLog:
         self._stop.set()
         self._thread.join(timeout=10)
         self.engine.dispose()
+
+
+def _transient(exc: Exception) -> bool:
+    """Could the same insert succeed later? Connection trouble: yes; what the rows themselves cause: no."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError)
 
 
 READ_COLUMNS = (

@@ -174,3 +174,50 @@ def test_ground_truth_reads_predictions_by_parcel_with_the_valuation_date(url: s
     dated = got.set_index("parcel_id")["valuation_date"]
     assert str(dated[rows[1]["parcel_id"]].date()) == "2014-05-31" and dated.isna().sum() == 13
     assert read_predictions(url, ["nobody"]).empty
+
+
+@pytest.mark.parametrize("url", ["sqlite", PG_URL], ids=["sqlite", "postgresql"])
+def test_a_row_the_database_refuses_is_counted_and_the_rest_are_written(url: str, tmp_path) -> None:
+    """A row refused for what it is (a NUL in a text PostgreSQL cannot store; a missing price SQLite's NOT
+    NULL refuses) would be refused on every retry: it is counted as failed, and the rows around it, written
+    in the same insert, are written one by one."""
+    url = f"sqlite:///{tmp_path / 'p.db'}" if url == "sqlite" else url
+    log = PredictionLog(url, batch_size=100, flush_interval_s=0.05)
+    rows = _rows(10)
+    if url.startswith("postgresql"):
+        rows[3]["parcel_id"] = "bad\x00id"
+    else:
+        rows[3]["price"] = None
+    try:
+        log.append(rows)
+        _wait(lambda: log.written + log.failed == 10)
+        log.append(_rows(5))  # and the log goes on
+        _wait(lambda: log.written == 14)
+        assert (log.written, log.failed, log.unwritten, log.pending) == (14, 1, 0, 0)
+    finally:
+        log.close()
+
+
+def test_rows_kept_in_a_long_outage_are_bounded() -> None:
+    """Kept rows are built dicts: past ``max_unwritten_rows`` the oldest are dropped and counted."""
+    admin, name, url = _fresh_database()
+    log = PredictionLog(url, batch_size=5, flush_interval_s=0.05, max_unwritten_rows=10)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+        log.append(_rows(25))
+        _wait(lambda: log.failed >= 15)
+        assert log.unwritten == 10 and log.failed == 15 and log.written == 0
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        _wait(lambda: log.written == 10)
+        assert (log.written, log.failed, log.unwritten, log.pending) == (10, 15, 0, 0)
+    finally:
+        log.close()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
