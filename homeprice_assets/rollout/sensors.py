@@ -81,14 +81,16 @@ def _act_on(
     meta: dict[str, Any],
     run_url: str | None,
     streak: dict[str, int],
-    judged: dict[str, str],
+    judged: dict[str, list],
     limit: int,
 ) -> st.Action | None:
     """What one evaluation calls for, done against the registry (``streak`` and ``judged`` updated in place).
 
-    A champion's broken streak counts evaluations of new months only (an evaluation re-run on the same
-    newest month is the same evidence), and starts afresh for each reign: streaks of other versions are
-    dropped. The candidate acted on is the one the evaluation compared, never whatever is candidate now.
+    A champion's broken streak counts months: an evaluation of the month it was last judged on (a second
+    file of that month, a correction) replaces that month's verdict rather than adding one, and an
+    evaluation that could not judge it (too few sales) changes nothing. A streak starts afresh for each
+    reign: streaks of other versions are dropped. The candidate acted on is the one the evaluation
+    compared, never whatever is candidate now.
     """
     champion = str(_value(meta, "champion_version", "none"))
     state = st.current_state(reg)
@@ -97,13 +99,16 @@ def _act_on(
         judged.pop(version, None)
     health = _value(meta, "champion_health", {}) or {}
     month = str(health.get("month") or "")
-    if champion == state.champion and (not month or judged.get(champion) != month):
-        if _value(meta, "champion_broken", False):
-            streak[champion] = streak.get(champion, 0) + 1
+    if champion == state.champion and health.get("judged", True):
+        broken = bool(_value(meta, "champion_broken", False))
+        last_month, was_broken = (judged.get(champion) or ["", False])[:2]
+        if month and month == last_month:  # the same month judged again: its new verdict replaces the old
+            streak[champion] = max(streak.get(champion, 0) - int(was_broken), 0) + int(broken)
+            if was_broken and not broken:
+                streak[champion] = 0
         else:
-            streak[champion] = 0
-        if month:
-            judged[champion] = month
+            streak[champion] = streak.get(champion, 0) + 1 if broken else 0
+        judged[champion] = [month, broken]
     if streak.get(champion, 0) >= limit and state.champion == champion:
         figures = {
             "breaches": "; ".join(health.get("breaches", [])),
@@ -183,8 +188,10 @@ def build_rollout_actions_sensor(
     ) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         after = int(cursor.get("storage_id", 0))
-        streak: dict[str, int] = cursor.get("broken_streak", {})
-        judged: dict[str, str] = cursor.get("judged_month", {})  # champion -> newest month it was judged on
+        # champion -> [newest month it was judged on, broken then]; a cursor from before months were kept
+        # (counting evaluations) starts its streaks afresh
+        judged: dict[str, list] = cursor.get("judged_month", {})
+        streak: dict[str, int] = cursor.get("broken_streak", {}) if "judged_month" in cursor else {}
         limit = settings.get().rollout.rollback.failure_limit
         reg = registry.get()
         records = context.instance.fetch_materializations(
