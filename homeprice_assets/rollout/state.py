@@ -38,6 +38,9 @@ TAG_MODE, TAG_WEIGHT, TAG_STARTED, TAG_LAST = (
     "rollout.last_action",
 )
 TAG_LIVE = "live.metrics"
+# A rollback under way ({"from", "to"}): its two alias moves are two registry calls; an error between them
+# must not leave champion and previous on the same version with the target forgotten.
+TAG_ROLLING_BACK = "rollout.rolling_back"
 MODES = ("shadow", "ab")
 
 
@@ -262,7 +265,10 @@ def rollback(
     state = current_state(reg)
     if state.champion is None:
         raise RolloutError("no champion: nothing to roll back")
-    if to is None:
+    pending = json.loads(reg.model_tags().get(TAG_ROLLING_BACK) or "{}")
+    if pending.get("from") == state.champion and pending.get("to"):
+        to = str(pending["to"])  # an interrupted rollback of this champion: finish it
+    elif to is None:
         if state.previous is None:
             raise RolloutError("no 'previous' version to roll back to: name one with --to VERSION")
         to = state.previous
@@ -275,10 +281,12 @@ def rollback(
     if to == state.champion:
         raise RolloutError(f"v{to} is already the champion: nothing to roll back")
     marks = {"rolled_back": reason, **({"rolled_back_automatically": reason} if automatic else {})}
+    reg.set_model_tag(TAG_ROLLING_BACK, json.dumps({"from": state.champion, "to": to}))
     reg.set_alias(PREVIOUS, state.champion, reason=f"rolled back: {reason}", **marks)
     reg.set_alias(CHAMPION, to, reason=f"rollback: {reason}")
     if state.candidate == to:
         _clear_rollout(reg)
+    reg.delete_model_tag(TAG_ROLLING_BACK)
     return _record(
         reg,
         Action("rollback", to, reason, {"from": state.champion, **(figures or {})}, state.champion),

@@ -30,13 +30,18 @@ class World:
         self.cursor: str | None = None
         self.instance: dg.DagsterInstance
 
-    def evaluation(self, champion: str, month: str, broken: bool, **extra: object) -> None:
-        """A ``rollout_evaluation`` as the asset records it (its champion judged on ``month``)."""
+    def evaluation(
+        self, champion: str, month: str, broken: bool, judged: bool = True, **extra: object
+    ) -> None:
+        """A ``rollout_evaluation`` as the asset records it (its champion judged on ``month``, or not: too
+        few sales)."""
         health = {
             "month": month,
+            "judged": judged,
             "breaches": ["live PPE10 19% < 25%"] if broken else [],
             "metrics": {"n": 400},
         }
+        broken = broken and judged
         metadata = {
             "champion_version": champion,
             "champion_broken": broken,
@@ -73,11 +78,16 @@ def world(tmp_path: Path, webhook: WebhookReceiver) -> World:  # noqa: F811
 def test_a_month_evaluated_again_is_not_a_second_breach(world: World) -> None:
     world.reg.promote("1", "first")
     world.reg.promote("2", "second")
+    world.evaluation("2", "2014-08", broken=False, judged=False)  # August's first file: too few sales
     world.evaluation("2", "2014-08", broken=True)
     world.evaluation("2", "2014-08", broken=True)  # a second file for August: the same evidence again
     world.tick()
     assert world.reg.version_number(CHAMPION) == "2"
-    world.evaluation("2", "2014-09", broken=True)  # a new month broken too: two in a row
+    world.evaluation("2", "2014-08", broken=False)  # August corrected: healthy after all
+    world.evaluation("2", "2014-09", broken=True)
+    world.tick()
+    assert world.reg.version_number(CHAMPION) == "2"  # one broken month since the correction
+    world.evaluation("2", "2014-10", broken=True)  # a new month broken too: two in a row
     world.tick()
     state = st.current_state(world.reg)
     assert (state.champion, state.previous) == ("1", "2")
@@ -138,3 +148,19 @@ def test_a_promotion_interrupted_between_its_alias_moves_is_finished(world: Worl
     action = st.promote(world.reg, "3", "live ground truth: candidate better")
     state = st.current_state(world.reg)
     assert action.kind == "promote" and (state.champion, state.candidate, state.active) == ("3", None, False)
+
+
+def test_a_rollback_interrupted_between_its_alias_moves_is_finished(world: World) -> None:
+    """The registry failed after ``previous`` moved to the broken champion and before ``champion`` moved:
+    champion and previous name the same version. The next attempt finishes the rollback to its target."""
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    world.reg.set_model_tag(st.TAG_ROLLING_BACK, '{"from": "2", "to": "1"}')  # as the rollback wrote it
+    world.reg.set_alias("previous", "2", rolled_back_automatically="live PPE10 19% < 25%")  # its first move
+    for month in ("2014-08", "2014-09"):
+        world.evaluation("2", month, broken=True)
+    world.tick()
+    state = st.current_state(world.reg)
+    assert (state.champion, state.previous) == ("1", "2")
+    assert st.TAG_ROLLING_BACK not in world.reg.model_tags()
+    assert not [t for t in world.webhook.texts() if "not possible" in t]
