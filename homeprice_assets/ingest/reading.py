@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -134,39 +135,50 @@ def latest_plausible_date() -> pd.Timestamp:
     return pd.Timestamp.now().normalize() + pd.Timedelta(days=FUTURE_DAYS)
 
 
+# A UTC offset after a time of day ("10:00:00-07:00", "10:00Z"): dropped, the local date and time kept.
+_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_HAS_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}"
+
+
 def parse_sale_dates(values: pd.Series, date_format: str | None) -> pd.Series:
     """Sale dates as naive timestamps (NaT where unparsable), with the source's format or ISO 8601.
 
-    A UTC offset (``2014-07-03T10:00:00-07:00``) is dropped, keeping the local date and time of the sale:
-    offsets that differ between rows (a daylight-saving change) made pandas return objects, on which every
-    later date operation failed.
+    Without a format, a UTC offset (``2014-07-03T10:00:00-07:00``) is dropped, keeping the local date and
+    time of the sale: offsets that differ between rows (a daylight-saving change) made pandas return
+    objects, on which every later date operation failed. ISO dates pandas could not read in the column's
+    one pass (dates with and without a time of day mixed) are read again as ISO 8601; nothing else is
+    guessed (``2014`` or ``June 2014`` stay unparsable).
     """
+    if date_format is None and values.dtype == object:
+        sample = values.dropna().head(1000).astype(str)
+        if sample.str.contains(_HAS_OFFSET).any():
+            return _iso_wall_times(values)
     with warnings.catch_warnings():  # pandas' notice that mixed offsets will need utc=True
         warnings.simplefilter("ignore", FutureWarning)
         parsed = pd.to_datetime(values, format=date_format, errors="coerce")
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-        parsed = parsed.dt.tz_localize(None)
-    elif parsed.dtype == object:  # offsets that differ row to row
-        parsed = pd.Series(pd.to_datetime([_wall(v) for v in parsed], errors="coerce"), index=values.index)
-    # Rows pandas could not read in the column's one pass (a date without a time among timestamps with
-    # offsets, or the reverse) are read one by one; the truly unparsable stay NaT. Few rows, if any.
-    retry = parsed.isna() & values.notna()
-    if retry.any():
-        parsed = parsed.copy()
-        parsed[retry] = [_one_date(v, date_format) for v in values[retry]]
+        return parsed.dt.tz_localize(None)
+    if parsed.dtype == object:  # offsets that differ row to row, from a format with %z (rare: row by row)
+        wall = [v.tz_localize(None) if isinstance(v, pd.Timestamp) and v.tz else v for v in parsed]
+        return pd.Series(pd.to_datetime(wall, errors="coerce"), index=values.index)
+    if date_format is None:
+        retry = parsed.isna() & values.notna()
+        if retry.any():
+            parsed = parsed.copy()
+            parsed[retry] = _iso_wall_times(values[retry])
     return parsed
 
 
-def _wall(value: object) -> object:
-    """A timestamp's local date and time, its UTC offset dropped."""
-    return value.tz_localize(None) if isinstance(value, pd.Timestamp) and value.tz is not None else value
-
-
-def _one_date(value: object, date_format: str | None) -> pd.Timestamp:
-    try:
-        return _wall(pd.to_datetime(value, format=date_format))  # type: ignore[return-value]
-    except (ValueError, TypeError, OverflowError):
-        return pd.NaT  # type: ignore[return-value]
+def _iso_wall_times(values: pd.Series) -> pd.Series:
+    """ISO 8601 dates and times (vectorised), any UTC offset dropped; anything else NaT."""
+    text = values.astype("string").str.strip()
+    iso = text.str.match(_ISO_DATE).fillna(False).astype(bool)
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    if iso.any():
+        stripped = text[iso].str.replace(_OFFSET, r"\1", regex=True)
+        out[iso] = pd.to_datetime(stripped, format="ISO8601", errors="coerce").to_numpy("datetime64[ns]")
+    return out
 
 
 def row_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:

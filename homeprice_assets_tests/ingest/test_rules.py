@@ -230,3 +230,20 @@ def test_file_landed_twice_adds_no_rows_and_keeps_version(month_rows: pd.DataFra
     assert repeated_once == 0 and repeated == len(month_rows) and within == 0
     assert len(twice) == len(once) == len(overlap) == len(month_rows)
     assert content_version(once) == content_version(twice) == content_version(overlap)
+
+
+def test_dates_pandas_reads_in_two_forms_are_read_and_nothing_else_is_guessed() -> None:
+    """A column mixing dates with and without a time of day is read whole; a year, a month name or a
+    day-first date the column's form does not match stay unparsable (quarantined), never guessed."""
+    from homeprice_assets.ingest.reading import parse_sale_dates
+
+    values = pd.Series(["2014-07-03", "2014-07-04 10:30:00", "2014", "June 2014", "13/07/2014", None])
+    parsed = parse_sale_dates(values, None)
+    assert [str(d.date()) if pd.notna(d) else None for d in parsed] == [
+        "2014-07-03",
+        "2014-07-04",
+        None,
+        None,
+        None,
+        None,
+    ]
