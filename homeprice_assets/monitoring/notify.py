@@ -232,8 +232,6 @@ class Notifier(dg.ConfigurableResource):
             try:
                 self._send_slack(alert) if channel == "slack" else self._send_email(alert)
                 delivery.delivered.append(channel)
-                if store is not None:  # a retry this channel still owed for the same alert is paid
-                    store.settle(alert.key, channel)
             except Exception as exc:
                 delivery.errors[channel] = repr(exc)
                 log.error(
@@ -246,6 +244,12 @@ class Notifier(dg.ConfigurableResource):
                         store.owe(alert, channel, repr(exc))
                     except Exception as store_exc:
                         log.warning(f"alert {alert.key} not kept for a retry ({store_exc!r})")
+                continue
+            if store is not None:  # a retry this channel still owed for the same alert is paid
+                try:
+                    store.settle(alert.key, channel)
+                except Exception as store_exc:
+                    log.warning(f"alert {alert.key}: owed {channel} retry not cleared ({store_exc!r})")
         if store is not None and (delivery.delivered or delivery.logged_only):
             try:
                 store.mark_sent(alert.key)
@@ -266,22 +270,27 @@ class Notifier(dg.ConfigurableResource):
             return 0
         sent = 0
         configured = set(self.channels())
+        down: dict[str, str] = {}  # channels that failed in this pass: the rest of theirs wait, untried
         for key, channel, alert, first, attempts in due:
-            if channel not in configured:
-                continue  # the channel was switched off: kept until it is back or the day is over
+            error = down.get(channel) or ("channel switched off" if channel not in configured else None)
+            if error is None:
+                try:
+                    self._send_slack(alert) if channel == "slack" else self._send_email(alert)
+                except Exception as exc:
+                    error = down[channel] = repr(exc)
             try:
-                self._send_slack(alert) if channel == "slack" else self._send_email(alert)
-            except Exception as exc:
-                if now - first >= RETRY_FOR_SECONDS:
+                if error is None:
                     store.settle(key, channel)
-                    log.error(f"alert {key}: {channel} gave up after {attempts + 1} attempts: {exc!r}")
+                    store.mark_sent(key, now)
+                    sent += 1
+                    log.info(f"alert {key}: delivered to {channel} on attempt {attempts + 1}")
+                elif now - first >= RETRY_FOR_SECONDS:
+                    store.settle(key, channel)
+                    log.error(f"alert {key}: {channel} gave up after {attempts + 1} attempts: {error}")
                 else:
-                    store.postpone(key, channel, attempts + 1, repr(exc), now)
-                continue
-            store.settle(key, channel)
-            store.mark_sent(key, now)
-            sent += 1
-            log.info(f"alert {key}: delivered to {channel} on attempt {attempts + 1}")
+                    store.postpone(key, channel, attempts + 1, error, now)
+            except Exception as exc:
+                log.warning(f"alert {key}: pending record not updated ({exc!r})")
         return sent
 
     def _send_slack(self, alert: Alert) -> None:

@@ -211,6 +211,13 @@ def test_an_alert_a_channel_failed_to_take_is_delivered_when_it_is_back(
 
     never = messages.run_failed(down.links, job_name="ingest_job", run_id="r-never")
     down.send(never)
+    store = DedupStore(Path(str(notifier.dedup_db)))
     assert down.retry_pending(now=t0 + 24 * 3600 + 60) == 0  # a day of failures: given up
+    assert store.due(now=t0 + 10 * 24 * 3600) == []
+    switched_off = messages.run_failed(down.links, job_name="ingest_job", run_id="r-switched-off")
+    down.send(switched_off)
+    assert [row[0] for row in store.due(now=t0 + 10 * 24 * 3600)] == [switched_off.key]
+    no_slack = Notifier(**{**notifier.model_dump(), "slack_webhook_url": None})
+    assert no_slack.retry_pending(now=t0 + 24 * 3600 + 60) == 0  # a channel switched off: expires too
     assert DedupStore(Path(str(notifier.dedup_db))).due(now=t0 + 10 * 24 * 3600) == []
     assert len(webhook.posts) == 1
