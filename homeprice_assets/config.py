@@ -145,12 +145,13 @@ class DataConfig(_Strict):
         return v
 
     def source_name(self, canonical: str, present: Iterable[str] | None = None) -> str:
-        """The source column of ``canonical``: its mapping, or, when the source's columns (``present``)
-        lack the mapped one but have the canonical name itself, that. The packaged mapping (the bundled
-        data's names) stays under a user's partial ``data.columns``; a user's own ``parcel_id`` or
-        ``waterfront`` column must not be shadowed by it."""
+        """The source column of ``canonical``: its mapping, or, when the mapping is the packaged one (the
+        bundled data's names, which stay under a user's partial ``data.columns``) and the source's columns
+        (``present``) lack it but have the canonical name itself, that: a user's own ``parcel_id`` or
+        ``waterfront`` column must not be shadowed by the bundled data's names. A mapping the user wrote
+        is kept as written (a missing column then fails, naming it)."""
         mapped = self.columns.get(canonical, canonical)
-        if present is not None and mapped != canonical:
+        if present is not None and mapped != canonical and _packaged_columns().get(canonical) == mapped:
             names = present if isinstance(present, (set, frozenset, dict)) else set(present)
             if mapped not in names and canonical in names:
                 return canonical
@@ -186,6 +187,12 @@ class ProjectConfig(_Strict):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+
+
+@lru_cache(maxsize=1)
+def _packaged_columns() -> dict[str, str]:
+    """``data.columns`` of the packaged defaults (read once, when first needed)."""
+    return dict(((_read_yaml(DEFAULT_CONFIG_PATH).get("data") or {}).get("columns")) or {})
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

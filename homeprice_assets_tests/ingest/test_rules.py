@@ -203,6 +203,10 @@ def test_a_column_under_its_canonical_name_is_not_shadowed_by_the_packaged_mappi
     for column in ("parcel_id", "waterfront", "living_sf", "sale_price"):
         assert clean[column].notna().all(), column
         assert clean[column].tolist() == ours[column].tolist(), column
+    # a mapping the user wrote is kept as written: its column missing fails, naming it
+    user.write_text("data:\n  columns:\n    sale_price: PRICE\n    living_sf: SqFtLiving\n")
+    with pytest.raises(SchemaError, match=r"'living_sf' \(source column 'SqFtLiving'\)"):
+        clean_sales(theirs, load_config(user).data, month="2014-06")
     # where the mapped column is there, the mapping wins over a same-named column
     both = month_rows.assign(parcel_id="not the parcel")
     assert (clean_sales(both, CONFIG, month="2014-06").clean["parcel_id"] != "not the parcel").all()
