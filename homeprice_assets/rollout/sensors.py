@@ -2,8 +2,8 @@
 
 Decisions are made by the evaluation (pure functions); this sensor only carries them out against the
 registry (alias moves with the reason and figures as tags, see ``rollout/state.py``) and sends an alert.
-Its cursor holds the last evaluation handled and, per champion version, how many evaluations in a row
-found it broken: ``failure_limit`` in a row roll it back to ``previous``.
+Its cursor holds the last evaluation handled and, per champion version, how many months in a row found it
+broken (and the month last judged): ``failure_limit`` in a row roll it back to ``previous``.
 """
 
 import json
@@ -178,7 +178,7 @@ def build_rollout_actions_sensor(
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Promote a winning candidate, stop a losing one, roll back a champion broken "
-        "failure_limit evaluations in a row; each an alias move with a reason tag and an alert.",
+        "failure_limit months in a row; each an alias move with a reason tag and an alert.",
     )
     def rollout_actions(
         context: dg.SensorEvaluationContext,

@@ -32,9 +32,7 @@ class RollbackRules(BaseModel):
         0.05, ge=0, le=1, description="share of service responses that were 5xx above this breaks"
     )
     min_sales: int = Field(30, ge=1, description="fewer matched sales than this: not judged (no breach)")
-    failure_limit: int = Field(
-        2, ge=1, description="consecutive broken evaluations before champion -> previous"
-    )
+    failure_limit: int = Field(2, ge=1, description="consecutive broken months before champion -> previous")
 
     @model_validator(mode="after")
     def _band(self) -> RollbackRules:
