@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -52,13 +53,40 @@ def test_rows_are_written_in_batches_with_model_and_role(url: str, tmp_path) -> 
     assert '"living_sf"' in stored[0][2]
 
 
-def _fresh_database() -> tuple[sa.Engine, str, str]:
-    """(admin engine, database name, its URL): a PostgreSQL database of the test's own."""
-    name = f"predlog_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return admin, name, PG_URL.rsplit("/", 1)[0] + f"/{name}"
+class OwnDatabase:
+    """A PostgreSQL database of the test's own, which the test can close to connections (a restart, a
+    failover), open again, or drop; dropped at the end whatever happened."""
+
+    def __init__(self) -> None:
+        self.name = f"predlog_{uuid.uuid4().hex[:8]}"
+        base = PG_URL.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+        self.admin = sa.create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+        self._sql(f'CREATE DATABASE "{self.name}"')
+
+    def _sql(self, statement: str, **params: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(sa.text(statement), params)
+
+    def refuse_connections(self) -> None:
+        self._sql(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS false')
+        self._sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=self.name)
+
+    def accept_connections(self) -> None:
+        self._sql(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS true')
+
+    def drop(self) -> None:
+        self._sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def own_database() -> Iterator[OwnDatabase]:
+    db = OwnDatabase()
+    try:
+        yield db
+    finally:
+        db.drop()
+        db.admin.dispose()
 
 
 def _wait(condition, seconds: float = 20) -> None:
@@ -67,59 +95,30 @@ def _wait(condition, seconds: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_rows_refused_during_an_outage_are_written_when_the_database_is_back() -> None:
-    """The log's PostgreSQL database stops taking connections (its sessions killed: a restart, a failover),
-    then takes them again: the rows of the outage are written after it, none counted as failed."""
-    admin, name, url = _fresh_database()
-    log = PredictionLog(url, flush_interval_s=0.05)
+@pytest.mark.parametrize("outage", ["restart", "dropped"])
+def test_rows_of_an_outage_are_kept_and_never_block(own_database: OwnDatabase, outage: str) -> None:
+    """The log's PostgreSQL database stops taking connections (its sessions killed). ``restart``: it takes
+    them again, and the rows of the outage are written after it, none counted as failed. ``dropped``: it
+    never comes back; the rows are kept while the service runs and counted as failed when it stops."""
+    failures: list[int] = []
+    log = PredictionLog(own_database.url, flush_interval_s=0.05, on_failure=failures.append)
     try:
         log.append(_rows(5))
         _wait(lambda: log.written == 5)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
+        own_database.refuse_connections() if outage == "restart" else own_database.drop()
         started = time.perf_counter()
         log.append(_rows(10))
         assert time.perf_counter() - started < 0.5  # the caller never waits for the database
         _wait(lambda: log.unwritten == 10)
         assert log.unwritten == 10 and log.written == 5 and log.failed == 0
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
-        _wait(lambda: log.written == 15)
-        assert (log.written, log.unwritten, log.failed, log.pending) == (15, 0, 0, 0)
+        if outage == "restart":
+            own_database.accept_connections()
+            _wait(lambda: log.written == 15)
+            assert (log.written, log.unwritten, log.failed, log.pending) == (15, 0, 0, 0)
     finally:
         log.close()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def test_a_database_that_goes_away_counts_failures_and_never_blocks() -> None:
-    """The log's PostgreSQL database is dropped under it: rows written before stay written, later rows are
-    kept for a retry while the service runs and counted as failed when it stops."""
-    admin, name, url = _fresh_database()
-    failures: list[int] = []
-    log = PredictionLog(url, flush_interval_s=0.05, on_failure=failures.append)
-    try:
-        log.append(_rows(5))
-        _wait(lambda: log.written == 5)
-        assert log.written == 5 and log.failed == 0
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        started = time.perf_counter()
-        log.append(_rows(10))
-        assert time.perf_counter() - started < 0.5  # the caller never waits for the database
-        _wait(lambda: log.unwritten == 10)
-        assert log.unwritten == 10 and log.failed == 0
-    finally:
-        log.close()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-    assert log.failed == 10 and sum(failures) == 10 and log.written == 5 and log.pending == 0
+    if outage == "dropped":
+        assert log.failed == 10 and sum(failures) == 10 and log.written == 5 and log.pending == 0
 
 
 def test_rows_are_built_on_the_writer_thread_and_overflow_is_counted(tmp_path) -> None:
@@ -198,26 +197,16 @@ def test_a_row_the_database_refuses_is_counted_and_the_rest_are_written(url: str
         log.close()
 
 
-def test_rows_kept_in_a_long_outage_are_bounded() -> None:
+def test_rows_kept_in_a_long_outage_are_bounded(own_database: OwnDatabase) -> None:
     """Kept rows are built dicts: past ``max_unwritten_rows`` the oldest are dropped and counted."""
-    admin, name, url = _fresh_database()
-    log = PredictionLog(url, batch_size=5, flush_interval_s=0.05, max_unwritten_rows=10)
+    log = PredictionLog(own_database.url, batch_size=5, flush_interval_s=0.05, max_unwritten_rows=10)
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
-            conn.execute(
-                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
+        own_database.refuse_connections()
         log.append(_rows(25))
         _wait(lambda: log.failed >= 15)
         assert log.unwritten == 10 and log.failed == 15 and log.written == 0
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        own_database.accept_connections()
         _wait(lambda: log.written == 10)
         assert (log.written, log.failed, log.unwritten, log.pending) == (10, 15, 0, 0)
     finally:
         log.close()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
