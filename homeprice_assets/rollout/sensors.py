@@ -101,14 +101,12 @@ def _act_on(
     month = str(health.get("month") or "")
     if champion == state.champion and health.get("judged", True):
         broken = bool(_value(meta, "champion_broken", False))
-        last_month, was_broken = (judged.get(champion) or ["", False])[:2]
-        if month and month == last_month:  # the same month judged again: its new verdict replaces the old
-            streak[champion] = max(streak.get(champion, 0) - int(was_broken), 0) + int(broken)
-            if was_broken and not broken:
-                streak[champion] = 0
-        else:
-            streak[champion] = streak.get(champion, 0) + 1 if broken else 0
-        judged[champion] = [month, broken]
+        last_month, _, before = judged.get(champion) or ["", False, 0]
+        if not (month and month == last_month):  # a new month: the streak so far is its base
+            before = streak.get(champion, 0)
+        # the same month judged again (a second file, a correction): its new verdict replaces the old one
+        streak[champion] = before + 1 if broken else 0
+        judged[champion] = [month, broken, before]
     if streak.get(champion, 0) >= limit and state.champion == champion:
         figures = {
             "breaches": "; ".join(health.get("breaches", [])),
@@ -188,10 +186,12 @@ def build_rollout_actions_sensor(
     ) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         after = int(cursor.get("storage_id", 0))
-        # champion -> [newest month it was judged on, broken then]; a cursor from before months were kept
-        # (counting evaluations) starts its streaks afresh
+        # champion -> [newest month it was judged on, broken then, the streak before that month]; a cursor
+        # from before (streaks counted evaluations, or months kept without their verdicts) starts afresh
         judged: dict[str, list] = cursor.get("judged_month", {})
-        streak: dict[str, int] = cursor.get("broken_streak", {}) if "judged_month" in cursor else {}
+        streak: dict[str, int] = cursor.get("broken_streak", {})
+        if not judged or any(not (isinstance(v, list) and len(v) == 3) for v in judged.values()):
+            judged, streak = {}, {}
         limit = settings.get().rollout.rollback.failure_limit
         reg = registry.get()
         records = context.instance.fetch_materializations(

@@ -266,8 +266,9 @@ def rollback(
     if state.champion is None:
         raise RolloutError("no champion: nothing to roll back")
     pending = json.loads(reg.model_tags().get(TAG_ROLLING_BACK) or "{}")
-    if pending.get("from") == state.champion and pending.get("to"):
-        to = str(pending["to"])  # an interrupted rollback of this champion: finish it
+    if to is None and pending.get("to") and state.previous == state.champion == pending.get("from"):
+        # champion and previous on one version: the mark of a rollback interrupted between its moves
+        to = str(pending["to"])
     elif to is None:
         if state.previous is None:
             raise RolloutError("no 'previous' version to roll back to: name one with --to VERSION")

@@ -4,6 +4,7 @@ automation stops and a person must decide, and what a failure half-way through a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -87,7 +88,8 @@ def test_a_month_evaluated_again_is_not_a_second_breach(world: World) -> None:
     world.evaluation("2", "2014-09", broken=True)
     world.tick()
     assert world.reg.version_number(CHAMPION) == "2"  # one broken month since the correction
-    world.evaluation("2", "2014-10", broken=True)  # a new month broken too: two in a row
+    world.evaluation("2", "2014-10", broken=False)
+    world.evaluation("2", "2014-10", broken=True)  # October corrected to broken: September counts again
     world.tick()
     state = st.current_state(world.reg)
     assert (state.champion, state.previous) == ("1", "2")
@@ -164,3 +166,27 @@ def test_a_rollback_interrupted_between_its_alias_moves_is_finished(world: World
     assert (state.champion, state.previous) == ("1", "2")
     assert st.TAG_ROLLING_BACK not in world.reg.model_tags()
     assert not [t for t in world.webhook.texts() if "not possible" in t]
+
+
+def test_a_cursor_of_an_earlier_release_starts_the_streaks_afresh(world: World) -> None:
+    """Earlier cursors kept a month without its verdict (or no month): their streaks cannot be trusted to
+    count months, so one broken month after the upgrade is one, not a second."""
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    for old in ({"2": "2014-08"}, None):
+        cursor = {"storage_id": 0, "broken_streak": {"2": 1}}
+        world.cursor = json.dumps(cursor | ({"judged_month": old} if old else {}))
+        world.evaluation("2", "2014-08", broken=True)
+        world.tick()
+        assert world.reg.version_number(CHAMPION) == "2"
+
+
+def test_a_stale_rollback_mark_redirects_nothing(world: World) -> None:
+    """The mark is honoured only where a rollback was cut in two (champion and previous on one version):
+    left behind otherwise, it does not override ``previous`` or a version named by hand."""
+    world.reg.promote("1", "first")
+    world.reg.promote("2", "second")
+    world.reg.set_model_tag(st.TAG_ROLLING_BACK, '{"from": "2", "to": "3"}')  # stale
+    assert st.rollback(world.reg, "manual: homeprice rollback").version == "1"  # previous, not v3
+    world.reg.set_model_tag(st.TAG_ROLLING_BACK, '{"from": "1", "to": "2"}')
+    assert st.rollback(world.reg, "manual: homeprice rollback", to="3").version == "3"  # as named
