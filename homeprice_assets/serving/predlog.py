@@ -241,10 +241,16 @@ class PredictionLog:
 
 
 def _transient(exc: Exception) -> bool:
-    """Could the same insert succeed later? Connection trouble: yes; what the rows themselves cause: no."""
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+    """Could the same insert succeed later? Only what the rows themselves cause (a constraint, a value the
+    driver cannot send, such as a NUL in text) cannot; anything else (a lost connection, a read-only standby
+    after a failover, a timeout, a missing table or privilege) is kept and tried again."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return False
+    if isinstance(exc, sa.exc.DBAPIError):
         return True
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError)
+    if isinstance(exc, sa.exc.StatementError):  # raised before the database saw it: the driver's own
+        return not isinstance(exc.orig, ValueError | TypeError)
+    return not isinstance(exc, ValueError | TypeError)
 
 
 READ_COLUMNS = (

@@ -75,6 +75,11 @@ class OwnDatabase:
     def accept_connections(self) -> None:
         self._sql(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS true')
 
+    def read_only(self, on: bool) -> None:
+        """As a failover to a standby looks to a client: connected, but every write refused."""
+        self._sql(f'ALTER DATABASE "{self.name}" SET default_transaction_read_only = {"on" if on else "off"}')
+        self._sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n", n=self.name)
+
     def drop(self) -> None:
         self._sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
@@ -95,24 +100,30 @@ def _wait(condition, seconds: float = 20) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("outage", ["restart", "dropped"])
+@pytest.mark.parametrize("outage", ["restart", "read_only", "dropped"])
 def test_rows_of_an_outage_are_kept_and_never_block(own_database: OwnDatabase, outage: str) -> None:
-    """The log's PostgreSQL database stops taking connections (its sessions killed). ``restart``: it takes
-    them again, and the rows of the outage are written after it, none counted as failed. ``dropped``: it
-    never comes back; the rows are kept while the service runs and counted as failed when it stops."""
+    """The log's PostgreSQL database stops taking connections (its sessions killed), or takes them but
+    refuses writes (a failover to a standby). ``restart`` / ``read_only``: it comes back, and the rows of the
+    outage are written after it, none counted as failed. ``dropped``: it never comes back; the rows are
+    kept while the service runs and counted as failed when it stops."""
     failures: list[int] = []
     log = PredictionLog(own_database.url, flush_interval_s=0.05, on_failure=failures.append)
     try:
         log.append(_rows(5))
         _wait(lambda: log.written == 5)
-        own_database.refuse_connections() if outage == "restart" else own_database.drop()
+        if outage == "restart":
+            own_database.refuse_connections()
+        elif outage == "read_only":
+            own_database.read_only(True)
+        else:
+            own_database.drop()
         started = time.perf_counter()
         log.append(_rows(10))
         assert time.perf_counter() - started < 0.5  # the caller never waits for the database
         _wait(lambda: log.unwritten == 10)
         assert log.unwritten == 10 and log.written == 5 and log.failed == 0
-        if outage == "restart":
-            own_database.accept_connections()
+        if outage != "dropped":
+            own_database.accept_connections() if outage == "restart" else own_database.read_only(False)
             _wait(lambda: log.written == 15)
             assert (log.written, log.unwritten, log.failed, log.pending) == (15, 0, 0, 0)
     finally:
