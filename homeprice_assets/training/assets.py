@@ -304,6 +304,8 @@ def validation_report(
             champion_pyfunc = mlflow.pyfunc.load_model(str(local))
             check_feature_mismatch(inputs, champion_pyfunc, allow_extra=True, require_optional=False)
             predictions["champion"] = champion_pyfunc.predict(inputs)
+        except (OSError, MemoryError):  # files that cannot be read, a machine out of memory: not the model's
+            raise
         except Exception as exc:
             champion_note = f"v{champion} could not score the validation set ({exc}): absolute gates only"
             context.log.warning(f"champion {champion_note}")

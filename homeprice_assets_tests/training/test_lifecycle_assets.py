@@ -414,3 +414,27 @@ def test_a_champion_this_release_cannot_load_is_left_out_and_said_so(
     assert f"v{champion} could not score the validation set" in report["champion_not_scored"]
     assert "champion_mdape" not in report
     assert _meta(result, "model_card")["model_version"] == _meta(result, "price_model")["model_version"]
+
+
+def test_a_champion_file_that_cannot_be_read_fails_validation(
+    env: Env, first: dg.ExecuteInProcessResult
+) -> None:
+    """The champion's folder is there but its pickled model cannot be read (a half-synced store, NFS):
+    the run fails, to be retried, rather than leaving the champion out."""
+    champion = env.alias(CHAMPION)
+    stored = Path(env.reg.client.get_model_version_download_uri(MODEL, champion).removeprefix("file://"))
+    [pickled] = list(stored.rglob("python_model.pkl"))
+    away = pickled.with_name("python_model.pkl.away")
+    pickled.rename(away)
+    pickled.mkdir()  # a folder where the file was: reading it raises IsADirectoryError (an OSError)
+    try:
+        result = env.run(
+            ["training_set", "validation_set", "price_model", "validation_report"],
+            training={"params": QUICK, "explain_sample": EXPLAIN},
+            promotion=LENIENT,
+        )
+    finally:
+        pickled.rmdir()
+        away.rename(pickled)
+    assert not result.success and result.failure_data_for_node("validation_report") is not None
+    assert env.alias(CHAMPION) == champion
