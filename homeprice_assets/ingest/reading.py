@@ -144,29 +144,38 @@ _ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}"
 def parse_sale_dates(values: pd.Series, date_format: str | None) -> pd.Series:
     """Sale dates as naive timestamps (NaT where unparsable), with the source's format or ISO 8601.
 
-    Without a format, a UTC offset (``2014-07-03T10:00:00-07:00``) is dropped, keeping the local date and
-    time of the sale: offsets that differ between rows (a daylight-saving change) made pandas return
-    objects, on which every later date operation failed. ISO dates pandas could not read in the column's
-    one pass (dates with and without a time of day mixed) are read again as ISO 8601; nothing else is
-    guessed (``2014`` or ``June 2014`` stay unparsable).
+    Without a format (``data.date_format: null``) only full ISO 8601 dates are read, with or without a time
+    of day, surrounding spaces ignored: a bare year, a month, a month name or a day-first date stay
+    unparsable (quarantined), never guessed. A UTC offset (``2014-07-03T10:00:00-07:00``) is dropped,
+    keeping the local date and time of the sale: offsets that differ between rows (a daylight-saving
+    change) made pandas return objects, on which every later date operation failed.
     """
-    if date_format is None and values.dtype == object:
-        sample = values.dropna().head(1000).astype(str)
+    if pd.api.types.is_datetime64_any_dtype(values):  # typed already (Parquet)
+        return values.dt.tz_localize(None) if isinstance(values.dtype, pd.DatetimeTZDtype) else values
+    if date_format is None:
+        sample = values.dropna().head(1000).astype(str).str.strip()
         if sample.str.contains(_HAS_OFFSET).any():
             return _iso_wall_times(values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.to_datetime(values, format="ISO8601", errors="coerce")
+        if parsed.dtype == object or isinstance(parsed.dtype, pd.DatetimeTZDtype):  # offsets past the sample
+            return _iso_wall_times(values)
+        text = values.astype("string")
+        parsed = parsed.where(~(text.str.len() < 10).fillna(False).to_numpy())  # "2014", "2014-07": not a day
+        retry = parsed.isna() & values.notna()
+        if retry.any():  # surrounding spaces
+            parsed = parsed.copy()
+            parsed[retry] = _iso_wall_times(values[retry])
+        return parsed
     with warnings.catch_warnings():  # pandas' notice that mixed offsets will need utc=True
         warnings.simplefilter("ignore", FutureWarning)
         parsed = pd.to_datetime(values, format=date_format, errors="coerce")
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         return parsed.dt.tz_localize(None)
     if parsed.dtype == object:  # offsets that differ row to row, from a format with %z (rare: row by row)
-        wall = [v.tz_localize(None) if isinstance(v, pd.Timestamp) and v.tz else v for v in parsed]
+        wall = [v.replace(tzinfo=None) if getattr(v, "tzinfo", None) else v for v in parsed]
         return pd.Series(pd.to_datetime(wall, errors="coerce"), index=values.index)
-    if date_format is None:
-        retry = parsed.isna() & values.notna()
-        if retry.any():
-            parsed = parsed.copy()
-            parsed[retry] = _iso_wall_times(values[retry])
     return parsed
 
 

@@ -236,18 +236,30 @@ def test_file_landed_twice_adds_no_rows_and_keeps_version(month_rows: pd.DataFra
     assert content_version(once) == content_version(twice) == content_version(overlap)
 
 
-def test_dates_pandas_reads_in_two_forms_are_read_and_nothing_else_is_guessed() -> None:
-    """A column mixing dates with and without a time of day is read whole; a year, a month name or a
-    day-first date the column's form does not match stay unparsable (quarantined), never guessed."""
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            ["2014-07-03", "2014-07-04 10:30:00", "2014", "June 2014", "13/07/2014", None],
+            ["2014-07-03", "2014-07-04", None, None, None, None],
+        ),
+        # whatever comes first: nothing but full ISO dates is read (the format is not inferred from row 1)
+        (["2014", "2014-07-03", "2014-07"], [None, "2014-07-03", None]),
+        (["13/07/2014", "2014-07-03", "03/07/2014"], [None, "2014-07-03", None]),
+        # spaces around, a Z, fractional seconds, offsets that differ (daylight saving): the local day
+        (
+            [" 2014-07-03T10:00:00-07:00 ", " 2014-11-03T23:30:00.5-08:00 ", "2014-07-05T01:00:00Z"],
+            ["2014-07-03", "2014-11-03", "2014-07-05"],
+        ),
+    ],
+)
+def test_only_iso_dates_are_read_without_a_format_and_nothing_is_guessed(
+    values: list, expected: list
+) -> None:
+    """``data.date_format: null`` means ISO 8601: a column mixing dates with date-times is read whole; a
+    year, a month, a month name or a day-first date stay unparsable (quarantined), never guessed."""
     from homeprice_assets.ingest.reading import parse_sale_dates
 
-    values = pd.Series(["2014-07-03", "2014-07-04 10:30:00", "2014", "June 2014", "13/07/2014", None])
-    parsed = parse_sale_dates(values, None)
-    assert [str(d.date()) if pd.notna(d) else None for d in parsed] == [
-        "2014-07-03",
-        "2014-07-04",
-        None,
-        None,
-        None,
-        None,
-    ]
+    parsed = parse_sale_dates(pd.Series(values), None)
+    assert str(parsed.dtype) == "datetime64[ns]"
+    assert [str(d.date()) if pd.notna(d) else None for d in parsed] == expected
