@@ -18,6 +18,7 @@ import os
 import smtplib
 import sqlite3
 import time
+import urllib.error
 import urllib.request
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,15 @@ SMTP_FROM_ENV = "HOMEPRICE_SMTP_FROM"
 RETRY_FIRST_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
 RETRY_FOR_SECONDS = 24 * 3600.0
+
+
+def _channel_down(exc: Exception) -> bool:
+    """Is the channel itself unreachable (not just refusing this one alert)?"""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    if isinstance(exc, smtplib.SMTPResponseException):  # the server answered, about this message
+        return False
+    return isinstance(exc, OSError)  # connection refused or reset, timeouts, DNS, a dropped SMTP session
 
 
 # --------------------------------------------------------------------------------------------- dedup
@@ -277,7 +287,9 @@ class Notifier(dg.ConfigurableResource):
                 try:
                     self._send_slack(alert) if channel == "slack" else self._send_email(alert)
                 except Exception as exc:
-                    error = down[channel] = repr(exc)
+                    error = repr(exc)
+                    if _channel_down(exc):  # the rest of its alerts wait; one alert refused does not
+                        down[channel] = error
             try:
                 if error is None:
                     store.settle(key, channel)

@@ -29,6 +29,7 @@ class WebhookReceiver:
     url: str
     failing_url: str
     posts: list[dict] = field(default_factory=list)
+    picky_url: str = ""  # answers 400 to a message containing "refuse-me", like the others to the rest
 
     def texts(self) -> list[str]:
         return [p["text"] for p in self.posts]
@@ -36,14 +37,15 @@ class WebhookReceiver:
 
 @pytest.fixture
 def webhook() -> Iterator[WebhookReceiver]:
-    """Accepts JSON POSTs on ``/hook`` (200) and answers ``/broken`` with HTTP 500."""
+    """Accepts JSON POSTs on ``/hook`` (200), answers ``/broken`` with HTTP 500, and ``/picky`` with 400 for a
+    message containing "refuse-me" (a payload the receiver rejects) and like ``/hook`` otherwise."""
     posts: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if self.path == "/broken":
-                self.send_response(500)
+            if self.path == "/broken" or (self.path == "/picky" and b"refuse-me" in body):
+                self.send_response(500 if self.path == "/broken" else 400)
                 self.end_headers()
                 return
             posts.append(json.loads(body))
@@ -59,7 +61,9 @@ def webhook() -> Iterator[WebhookReceiver]:
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield WebhookReceiver(url=f"{base}/hook", failing_url=f"{base}/broken", posts=posts)
+        yield WebhookReceiver(
+            url=f"{base}/hook", failing_url=f"{base}/broken", posts=posts, picky_url=f"{base}/picky"
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -221,3 +221,21 @@ def test_an_alert_a_channel_failed_to_take_is_delivered_when_it_is_back(
     assert no_slack.retry_pending(now=t0 + 24 * 3600 + 60) == 0  # a channel switched off: expires too
     assert DedupStore(Path(str(notifier.dedup_db))).due(now=t0 + 10 * 24 * 3600) == []
     assert len(webhook.posts) == 1
+
+
+def test_an_alert_the_channel_refuses_does_not_hold_back_the_others(
+    notifier: Notifier, webhook: WebhookReceiver
+) -> None:
+    """A channel that is down (HTTP 500) postpones all its owed alerts untried; one that refuses one alert
+    (HTTP 400) is up: the alerts owed after it still go out in the same pass."""
+    down = Notifier(**{**notifier.model_dump(), "slack_webhook_url": webhook.failing_url, "smtp_host": None})
+    refused = messages.run_failed(down.links, job_name="ingest_job", run_id="refuse-me")
+    fine = messages.run_failed(down.links, job_name="ingest_job", run_id="r-fine")
+    down.send(refused)
+    down.send(fine)
+    t0 = time.time()
+    picky = Notifier(**{**down.model_dump(), "slack_webhook_url": webhook.picky_url})
+    assert picky.retry_pending(now=t0 + 61) == 1
+    assert webhook.texts() == [fine.text()]
+    owed = DedupStore(Path(str(notifier.dedup_db))).due(now=t0 + 10 * 24 * 3600)
+    assert [row[0] for row in owed] == [refused.key]
