@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -368,25 +369,39 @@ def test_promotion_acts_only_against_the_champion_it_was_validated_against(
     assert env.alias(CHAMPION) == previous
 
 
-def test_a_champion_the_store_cannot_serve_fails_validation_instead_of_waving_the_challenger_in(
-    env: Env, first: dg.ExecuteInProcessResult
-) -> None:
-    """The champion's files gone from the artifact store (an outage, a wrong bucket): the validation run
-    fails, to be retried, rather than judging the challenger as if it were the first model."""
-    champion = env.alias(CHAMPION)
-    uri = env.reg.client.get_model_version_download_uri(MODEL, champion)
-    stored = Path(uri.removeprefix("file://"))
-    assert stored.is_dir()
-    away = stored.with_name(stored.name + ".away")
-    stored.rename(away)
+@contextmanager
+def _broken(stored: Path, how: str) -> Iterator[None]:
+    """The champion's stored files made unreadable for a while: the whole folder gone, or its pickled model
+    replaced by a folder (reading it raises IsADirectoryError, an OSError)."""
+    target = stored if how == "folder gone" else next(stored.rglob("python_model.pkl"))
+    away = target.with_name(target.name + ".away")
+    target.rename(away)
+    if how != "folder gone":
+        target.mkdir()
     try:
+        yield
+    finally:
+        if how != "folder gone":
+            target.rmdir()
+        away.rename(target)
+
+
+@pytest.mark.parametrize("how", ["folder gone", "model file unreadable"])
+def test_a_champion_the_store_cannot_serve_fails_validation_instead_of_waving_the_challenger_in(
+    env: Env, first: dg.ExecuteInProcessResult, how: str
+) -> None:
+    """The champion's files gone from the artifact store (an outage, a wrong bucket), or there but not
+    readable (a half-synced store, NFS): the validation run fails, to be retried, rather than judging the
+    challenger as if it were the first model or leaving the champion out."""
+    champion = env.alias(CHAMPION)
+    stored = Path(env.reg.client.get_model_version_download_uri(MODEL, champion).removeprefix("file://"))
+    assert stored.is_dir()
+    with _broken(stored, how):
         result = env.run(
             ["training_set", "validation_set", "price_model", "validation_report"],
             training={"params": QUICK, "explain_sample": EXPLAIN},
             promotion=LENIENT,
         )
-    finally:
-        away.rename(stored)
     assert not result.success
     assert result.failure_data_for_node("validation_report") is not None
     version = _meta(result, "price_model")["model_version"]
@@ -414,27 +429,3 @@ def test_a_champion_this_release_cannot_load_is_left_out_and_said_so(
     assert f"v{champion} could not score the validation set" in report["champion_not_scored"]
     assert "champion_mdape" not in report
     assert _meta(result, "model_card")["model_version"] == _meta(result, "price_model")["model_version"]
-
-
-def test_a_champion_file_that_cannot_be_read_fails_validation(
-    env: Env, first: dg.ExecuteInProcessResult
-) -> None:
-    """The champion's folder is there but its pickled model cannot be read (a half-synced store, NFS):
-    the run fails, to be retried, rather than leaving the champion out."""
-    champion = env.alias(CHAMPION)
-    stored = Path(env.reg.client.get_model_version_download_uri(MODEL, champion).removeprefix("file://"))
-    [pickled] = list(stored.rglob("python_model.pkl"))
-    away = pickled.with_name("python_model.pkl.away")
-    pickled.rename(away)
-    pickled.mkdir()  # a folder where the file was: reading it raises IsADirectoryError (an OSError)
-    try:
-        result = env.run(
-            ["training_set", "validation_set", "price_model", "validation_report"],
-            training={"params": QUICK, "explain_sample": EXPLAIN},
-            promotion=LENIENT,
-        )
-    finally:
-        pickled.rmdir()
-        away.rename(pickled)
-    assert not result.success and result.failure_data_for_node("validation_report") is not None
-    assert env.alias(CHAMPION) == champion
