@@ -18,10 +18,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from mlflow import MlflowClient
@@ -33,12 +33,25 @@ from homeprice_assets.config import homeprice_home, mlflow_tracking_uri
 
 MODEL_NAME = "homeprice"
 CHAMPION, CHALLENGER, PREVIOUS, CANDIDATE = "champion", "challenger", "previous", "candidate"
+T = TypeVar("T")
 ALIAS_NOT_FOUND = "INVALID_PARAMETER_VALUE"  # MLflow's code for a missing alias of a registered model
 
 
 def absent(exc: MlflowException, *also: str) -> bool:
     """Does ``exc`` say the model, version or run does not exist (rather than that the registry failed)?"""
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", *also)
+
+
+def unless_absent(call: Callable[[], T], default: T, *also: str) -> T:
+    """``call()``, or ``default`` when MLflow answers that what it asks for does not exist. Any other
+    registry error (a locked database, a tracking server away) raises: read as "nothing there", it would
+    wave a challenger through the gates as a first model."""
+    try:
+        return call()
+    except MlflowException as exc:
+        if absent(exc, *also):
+            return default
+        raise
 
 
 MODEL_ARTIFACT = "model"
@@ -103,16 +116,10 @@ class Registry:
 
     # ------------------------------------------------------------------------------------------ versions
     def version(self, alias: str) -> ModelVersion | None:
-        """The version behind ``alias``, or None when the alias (or the registered model) does not exist.
-
-        Any other registry error (a locked database, a tracking server away) raises: read as "no champion",
-        it would wave a challenger through the gates as a first model."""
-        try:
-            return self.client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException as exc:
-            if absent(exc, ALIAS_NOT_FOUND):
-                return None
-            raise
+        """The version behind ``alias``, or None when the alias (or the registered model) does not exist."""
+        return unless_absent(
+            lambda: self.client.get_model_version_by_alias(self.model_name, alias), None, ALIAS_NOT_FOUND
+        )
 
     def version_number(self, alias: str) -> str | None:
         found = self.version(alias)
@@ -131,23 +138,14 @@ class Registry:
             ) from None
 
     def versions(self) -> list[ModelVersion]:
-        try:
-            found = self.client.search_model_versions(f"name = '{self.model_name}'")
-        except MlflowException as exc:
-            if absent(exc):
-                return []
-            raise
+        found = unless_absent(lambda: self.client.search_model_versions(f"name = '{self.model_name}'"), [])
         return sorted(found, key=lambda v: int(v.version))
 
     def aliases(self) -> dict[str, str]:
         """alias -> version for every alias of the registered model."""
-        try:
-            model = self.client.get_registered_model(self.model_name)
-        except MlflowException as exc:
-            if absent(exc):
-                return {}
-            raise
-        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        model = unless_absent(lambda: self.client.get_registered_model(self.model_name), None)
+        aliases = (model.aliases or {}) if model is not None else {}
+        return {alias: str(version) for alias, version in aliases.items()}
 
     def tag_version(self, version: str | int, **tags: Any) -> None:
         for key, value in tags.items():
@@ -184,12 +182,8 @@ class Registry:
 
     # ------------------------------------------------------------------------- registered-model tags
     def model_tags(self) -> dict[str, str]:
-        try:
-            return dict(self.client.get_registered_model(self.model_name).tags or {})
-        except MlflowException as exc:
-            if absent(exc):
-                return {}
-            raise
+        model = unless_absent(lambda: self.client.get_registered_model(self.model_name), None)
+        return dict(model.tags or {}) if model is not None else {}
 
     def set_model_tag(self, key: str, value: Any) -> None:
         self._ensure_model()
@@ -302,9 +296,14 @@ class Registry:
 
     def load(self, version: str | int) -> tuple[Any, Any]:
         """(pyfunc, inner model) of a version: the pyfunc checks inputs, the inner one explains."""
+        return self.load_dir(self.download(version))
+
+    @staticmethod
+    def load_dir(model_dir: Path) -> tuple[Any, Any]:
+        """(pyfunc, inner model) of a model directory already on this machine (see ``download``)."""
         import mlflow.pyfunc
 
-        pyfunc = mlflow.pyfunc.load_model(str(self.download(version)))
+        pyfunc = mlflow.pyfunc.load_model(str(model_dir))
         return pyfunc, pyfunc.unwrap_python_model()
 
     def features_of(self, version: str | int) -> dict[str, Any]:

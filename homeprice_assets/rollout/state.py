@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from homeprice_assets.resources.registry import absent
+from homeprice_assets.resources.registry import unless_absent
 from homeprice_assets.rollout.settings import RolloutSettings
 
 if TYPE_CHECKING:
@@ -103,12 +102,9 @@ def parse_state(aliases: dict[str, str], tags: dict[str, str]) -> RolloutState:
 def read_state(client: MlflowClient, name: str) -> RolloutState:
     """One registry call; an empty state when the model is not registered yet. Other registry errors raise
     (the service's follower counts them and keeps serving what it has)."""
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException as exc:
-        if absent(exc):
-            return RolloutState()
-        raise
+    model = unless_absent(lambda: client.get_registered_model(name), None)
+    if model is None:
+        return RolloutState()
     return parse_state({k: str(v) for k, v in (model.aliases or {}).items()}, dict(model.tags or {}))
 
 
@@ -139,12 +135,8 @@ def offline_mdape(reg: Registry, version: str) -> float | None:
     """The version's offline validation MdAPE (``val_mdape`` on its MLflow run), when it was validated."""
     mv = reg.get_version(version)
     if mv.run_id:
-        try:
-            value = reg.client.get_run(mv.run_id).data.metrics.get("val_mdape")
-        except MlflowException as exc:
-            if not absent(exc):
-                raise
-            value = None
+        run = unless_absent(lambda: reg.client.get_run(mv.run_id), None)
+        value = run.data.metrics.get("val_mdape") if run is not None else None
         if value is not None:
             return float(value)
     tag = (mv.tags or {}).get("validation_mdape")

@@ -299,9 +299,7 @@ def validation_report(
         # challenger then meets the absolute gates only.
         local = reg.download(champion)
         try:
-            import mlflow.pyfunc
-
-            champion_pyfunc = mlflow.pyfunc.load_model(str(local))
+            champion_pyfunc, _ = reg.load_dir(local)
             check_feature_mismatch(inputs, champion_pyfunc, allow_extra=True, require_optional=False)
             predictions["champion"] = champion_pyfunc.predict(inputs)
         except (OSError, MemoryError):  # files that cannot be read, a machine out of memory: not the model's
