@@ -167,12 +167,6 @@ def champion_health(
     return Health(str(champion), month, judged, breaches, metrics, offline_mdape, error_rate_5xx)
 
 
-def error_rate_from_metrics(text: str) -> float | None:
-    """Share of 5xx responses among the service's requests, from its Prometheus ``/metrics`` text."""
-    total, errors = request_counts_from_metrics(text)
-    return errors / total if total else None
-
-
 def error_rate_since(now: tuple[float, float] | None, before: tuple[float, float] | None) -> float | None:
     """Share of 5xx among the requests since the last evaluation, from (requests, 5xx) counters read then
     and now. The counters count since the service started: their totals would keep one old incident above

@@ -9,7 +9,6 @@ import pytest
 from homeprice_assets.rollout.evaluation import (
     champion_health,
     compare,
-    error_rate_from_metrics,
     error_rate_since,
     request_counts_from_metrics,
 )
@@ -238,7 +237,7 @@ def test_champion_health_rules(bundled_sales: pd.DataFrame) -> None:
         'bentoml_service_request_total{endpoint="/predict",http_response_code="200",service_name="h"} 90.0\n'
         'bentoml_service_request_total{endpoint="/predict",http_response_code="503",service_name="h"} 10.0\n'
     )
-    rate = error_rate_from_metrics(metrics)
+    rate = error_rate_since(request_counts_from_metrics(metrics), None)  # the first evaluation
     assert rate == pytest.approx(0.1)
     assert champion_health(rows.iloc[0:0], "1", None, rules, error_rate_5xx=rate).broken
 
