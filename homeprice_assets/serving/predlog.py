@@ -120,6 +120,11 @@ class PredictionLog:
         if self.on_failure:
             self.on_failure(n)
 
+    def _give_up(self, n: int) -> None:
+        """``n`` pending rows will not be written: counted as failed, no longer pending."""
+        self._count_failed(n)
+        self._done(n)
+
     def _done(self, n: int) -> None:
         with self._lock:
             self._pending -= n
@@ -129,8 +134,7 @@ class PredictionLog:
             rows = build()
         except Exception as exc:
             log.warning("prediction log: %d row(s) could not be built: %s", n, exc)
-            self._count_failed(n)
-            self._done(n)
+            self._give_up(n)
             return []
         if len(rows) != n:  # keep the pending count honest whatever the builder made
             self._done(n - len(rows))
@@ -147,8 +151,7 @@ class PredictionLog:
             self._unwritten.append(rest)
             while self.unwritten > self.max_unwritten_rows and len(self._unwritten) > 1:
                 dropped = self._unwritten.pop(0)  # a long outage: the oldest kept rows go, counted
-                self._count_failed(len(dropped))
-                self._done(len(dropped))
+                self._give_up(len(dropped))
 
     def _insert(self, batch: Rows) -> Rows:
         """Write ``batch``; returns the rows to keep for a retry (the database could not be reached).
@@ -172,8 +175,7 @@ class PredictionLog:
                 return batch
             if len(batch) == 1:
                 log.warning("prediction log: a row refused, not retried: %s", exc)
-                self._count_failed(1)
-                self._done(1)
+                self._give_up(1)
                 return []
             for i, row in enumerate(batch):
                 if self._insert([row]):
@@ -196,8 +198,7 @@ class PredictionLog:
             self._unwritten.pop(0)
         if final:
             for batch in self._unwritten:
-                self._count_failed(len(batch))
-                self._done(len(batch))
+                self._give_up(len(batch))
             self._unwritten = []
 
     @property
