@@ -240,16 +240,15 @@ class Notifier(dg.ConfigurableResource):
             (log.error if alert.severity == "error" else log.warning)("ALERT " + alert.text())
         for channel in channels:
             try:
-                self._send_slack(alert) if channel == "slack" else self._send_email(alert)
+                self._deliver(channel, alert)
                 delivery.delivered.append(channel)
             except Exception as exc:
                 delivery.errors[channel] = repr(exc)
                 log.error(
                     f"alert {alert.key}: {channel} channel failed (retried later): {exc!r}\n" + alert.text()
                 )
-                if (
-                    store is not None
-                ):  # owed, not lost: ``retry_pending`` delivers it when the channel is back
+                # owed, not lost: ``retry_pending`` delivers it when the channel is back
+                if store is not None:
                     try:
                         store.owe(alert, channel, repr(exc))
                     except Exception as store_exc:
@@ -285,7 +284,7 @@ class Notifier(dg.ConfigurableResource):
             error = down.get(channel) or ("channel switched off" if channel not in configured else None)
             if error is None:
                 try:
-                    self._send_slack(alert) if channel == "slack" else self._send_email(alert)
+                    self._deliver(channel, alert)
                 except Exception as exc:
                     error = repr(exc)
                     if _channel_down(exc):  # the rest of its alerts wait; one alert refused does not
@@ -304,6 +303,9 @@ class Notifier(dg.ConfigurableResource):
             except Exception as exc:
                 log.warning(f"alert {key}: pending record not updated ({exc!r})")
         return sent
+
+    def _deliver(self, channel: str, alert: Alert) -> None:
+        self._send_slack(alert) if channel == "slack" else self._send_email(alert)
 
     def _send_slack(self, alert: Alert) -> None:
         payload = {"text": alert.text(), "username": "homeprice"}
