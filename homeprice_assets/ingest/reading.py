@@ -136,8 +136,9 @@ def latest_plausible_date() -> pd.Timestamp:
 
 
 # A UTC offset after a time of day ("10:00:00-07:00", "10:00Z"): dropped, the local date and time kept.
-_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
-_HAS_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_TIME, _ZONE = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?", r"\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$"
+_OFFSET = re.compile(f"({_TIME}){_ZONE}")  # the time kept as group 1, for replacing
+_HAS_OFFSET = re.compile(_TIME + _ZONE)  # no group: pandas' str.contains warns on one
 _ISO_DATE = r"^\s*\d{4}-\d{2}-\d{2}"
 
 

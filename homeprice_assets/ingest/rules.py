@@ -204,10 +204,10 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
                 else suspect & ~text.str.strip().str.lower().isin(NULL_MARKERS)
             )
             flag(bad, "non_numeric_value", lambda col=col, text=text: f"{col}=" + text)
-        infinite = np.isinf(parsed.astype("float64"))
+        numeric[col] = parsed.astype("float64")
+        infinite = np.isinf(numeric[col])
         if infinite.any():  # "inf" and "Infinity" parse as numbers: no field of a sale is infinite
             flag(infinite, "non_numeric_value", lambda col=col: f"{col}=" + frame[col].astype(str))
-        numeric[col] = parsed.astype("float64")
 
     price, area = numeric["sale_price"], numeric["living_sf"]
     flag(price <= 0, "nonpositive_price", lambda: "sale_price=" + price.astype(str))
