@@ -162,6 +162,14 @@ def register_model(registry, model, example, tags: dict | None = None) -> str:
     return register_price_model(registry, model, example, tags)
 
 
+def placeholder_versions(registry, folder: Path, n: int = 3) -> None:
+    """Register the model with versions 1..``n`` whose source holds no model: for tests of the rollout's
+    alias and tag moves, which never load one."""
+    registry.client.create_registered_model(registry.model_name)
+    for _ in range(n):
+        registry.client.create_model_version(registry.model_name, source=str(folder / "no-model"))
+
+
 @contextmanager
 def project_instance(base_dir: str | os.PathLike[str] | None = None) -> Iterator[dg.DagsterInstance]:
     """A test instance on the storage a local homeprice instance uses (``sqlite_storage``), in ``base_dir``

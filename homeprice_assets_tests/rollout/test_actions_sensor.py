@@ -15,7 +15,7 @@ from homeprice_assets.resources.config import ProjectConfigResource
 from homeprice_assets.resources.registry import CANDIDATE, CHAMPION, ModelRegistry, Registry
 from homeprice_assets.rollout import state as st
 from homeprice_assets.rollout.sensors import ROLLOUT_EVALUATION, build_rollout_actions_sensor
-from homeprice_assets_tests.helpers import project_instance
+from homeprice_assets_tests.helpers import placeholder_versions, project_instance
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 
 
@@ -23,9 +23,7 @@ class World:
     def __init__(self, root: Path, webhook: WebhookReceiver) -> None:  # noqa: F811
         self.registry = ModelRegistry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", model_name="actions")
         self.reg: Registry = self.registry.get()
-        self.reg.client.create_registered_model(self.reg.model_name)
-        for _ in range(3):
-            self.reg.client.create_model_version(self.reg.model_name, source=str(root / "no-model"))
+        placeholder_versions(self.reg, root)
         self.notifier = Notifier(slack_webhook_url=webhook.url, dedup_db=str(root / "alerts.sqlite"))
         self.webhook = webhook
         self.cursor: str | None = None

@@ -7,6 +7,7 @@ import pytest
 from homeprice_assets.cli import main
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout.state import current_state
+from homeprice_assets_tests.helpers import placeholder_versions
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 
 
@@ -16,9 +17,7 @@ def reg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("HOMEPRICE_MODEL_NAME", "homeprice-cli")
     registry = Registry(tracking_uri=uri, model_name="homeprice-cli")
-    registry.client.create_registered_model(registry.model_name)
-    for _ in range(3):
-        registry.client.create_model_version(registry.model_name, source=str(tmp_path / "no-model"))
+    placeholder_versions(registry, tmp_path)
     return registry
 
 

@@ -8,6 +8,7 @@ import pytest
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout import state as st
 from homeprice_assets.rollout.settings import RolloutSettings
+from homeprice_assets_tests.helpers import placeholder_versions
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def reg(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> Registry:
     registry = Registry(tracking_uri=store, model_name=f"m-{abs(hash(request.node.nodeid))}")
-    registry.client.create_registered_model(registry.model_name)
-    for _ in range(3):
-        registry.client.create_model_version(registry.model_name, source=str(tmp_path / "no-model"))
+    placeholder_versions(registry, tmp_path)
     return registry
 
 
