@@ -154,7 +154,7 @@ def parse_sale_dates(values: pd.Series, date_format: str | None) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):  # typed already (Parquet)
         return values.dt.tz_localize(None) if isinstance(values.dtype, pd.DatetimeTZDtype) else values
     if date_format is None:
-        sample = values.dropna().head(1000).astype(str).str.strip()
+        sample = values.head(1000).dropna().astype(str).str.strip()  # (offsets past it: caught below)
         if sample.str.contains(_HAS_OFFSET).any():
             return _iso_wall_times(values)
         with warnings.catch_warnings():
