@@ -137,7 +137,10 @@ def feature_columns(columns: Mapping[str, Any], n: int | None = None) -> dict[st
             "baths_per_bed": baths / np.where(beds > 0, beds, np.nan),
             "age": num["age"],
             "eff_age": num["eff_age"],
-            "renovated": np.where(np.isnan(num["age"]), np.nan, (num["eff_age"] < num["age"]).astype(float)),
+            # unknown (not "never renovated") when either age is missing
+            "renovated": np.where(
+                np.isnan(num["age"]) | np.isnan(num["eff_age"]), np.nan, num["eff_age"] < num["age"]
+            ),
             "waterfront": num["waterfront"],
             "latitude": lat,
             "longitude": lon,

@@ -129,3 +129,12 @@ def test_interval_level_on_both_paths(small: Small, level: float) -> None:
     rows = small.inputs.head(50)
     batch = small.model.predict(None, rows, params={"interval_level": level})
     assert_same(batch, small.model.predict_columns(columns_of(rows), interval_level=level))
+
+
+def test_renovated_is_unknown_when_either_age_is_missing() -> None:
+    """A home whose data has no effective age is not "never renovated": the trees route it as missing."""
+    cols = feature_columns(
+        {"age": [50.0, 50.0, 50.0, np.nan, None], "eff_age": [20.0, 50.0, np.nan, 20.0, 20.0]}
+    )
+    np.testing.assert_array_equal(cols["renovated"], [1.0, 0.0, np.nan, np.nan, np.nan])
+    assert cols["renovated"].dtype == float
