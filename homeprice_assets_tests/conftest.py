@@ -77,6 +77,22 @@ def _restore_mlflow_store() -> Iterator[None]:
         fluent._active_experiment_id = saved_experiment
 
 
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server in-process on a free loopback port, with throwaway credentials; its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    from homeprice_assets_tests.helpers import DUMMY_AWS
+
+    for key, value in DUMMY_AWS.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server._server.server_address  # the OS-chosen port
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def bundled_sales() -> pd.DataFrame:
     """The bundled Seattle sales exactly as a user's CSV would be read (all columns as text)."""

@@ -25,6 +25,7 @@ from homeprice_assets.sqlite_storage import instance_settings
 
 # raw_sales, clean_sales, quarantined_sales and sale_features: one range-aware step computes all four
 INGEST_ASSETS = [ingest_sales]
+DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 class IngestResult:

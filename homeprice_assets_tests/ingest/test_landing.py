@@ -2,12 +2,10 @@
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from homeprice_assets.config import load_config
 from homeprice_assets.ingest.landing import land_history
@@ -23,21 +21,10 @@ CONFIG = load_config().data
 
 
 @pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server on a free loopback port, with throwaway credentials."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address  # the OS-chosen port
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="sales")
-    yield endpoint
-    server.stop()
+def s3_endpoint(moto_s3: str) -> str:
+    """moto's S3 server with a bucket of sales."""
+    boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket="sales")
+    return moto_s3
 
 
 def test_month_of_paths() -> None:

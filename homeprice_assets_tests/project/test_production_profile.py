@@ -25,16 +25,14 @@ import pytest
 import requests
 import sqlalchemy as sa
 import yaml
-from moto.server import ThreadedMotoServer
 
 from homeprice_assets import profiles as p
 from homeprice_assets.cli import main
 from homeprice_assets.config import REPO_ROOT
-from homeprice_assets_tests.helpers import stop_process_group
+from homeprice_assets_tests.helpers import DUMMY_AWS, stop_process_group
 from homeprice_assets_tests.serving.conftest import free_port
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -221,17 +219,10 @@ def test_passwords_are_never_printed() -> None:
 
 
 @pytest.fixture
-def moto_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server in-process on a free loopback port, with one bucket."""
-    for key, value in DUMMY_AWS.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server._server.server_address
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="homeprice-data")
-    yield endpoint
-    server.stop()
+def moto_endpoint(moto_s3: str) -> str:
+    """moto's S3 server in-process, with one bucket."""
+    boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket="homeprice-data")
+    return moto_s3
 
 
 def test_preflight_names_each_unreachable_store_with_its_url(moto_endpoint: str) -> None:
