@@ -13,10 +13,13 @@ Aliases (never the deprecated stages):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,6 +58,20 @@ def unless_absent(call: Callable[[], T], default: T, *also: str) -> T:
 
 
 MODEL_ARTIFACT = "model"
+
+_downloads_lock = threading.Lock()
+_downloaded: dict[str, Path] = {}  # download URI -> this process's copy
+_root: Path | None = None
+
+
+def _downloads_root() -> Path:
+    """This process's folder of downloaded versions, removed when the process exits. A loaded version's
+    code folder stays on ``sys.path`` (MLflow puts it there), so its copy must outlive the load."""
+    global _root
+    if _root is None or not _root.is_dir():
+        _root = Path(tempfile.mkdtemp(prefix="homeprice-models-"))
+        atexit.register(shutil.rmtree, _root, ignore_errors=True)
+    return _root
 
 
 @dataclass(frozen=True)
@@ -282,17 +299,34 @@ class Registry:
         uri = self.client.get_model_version_download_uri(self.model_name, found.version)
         if uri.startswith("file://") and Path(uri.removeprefix("file://")).is_dir():
             return Path(uri.removeprefix("file://"))
-        dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"homeprice-v{found.version}-"))
         from mlflow.artifacts import download_artifacts
 
-        return Path(
-            download_artifacts(
-                artifact_uri=uri,
-                dst_path=str(dst),
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.registry_uri,
+        def fetch(into: Path) -> Path:
+            return Path(
+                download_artifacts(
+                    artifact_uri=uri,
+                    dst_path=str(into),
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.registry_uri,
+                )
             )
-        )
+
+        if dst is not None:
+            return fetch(Path(dst))
+        # One copy per version and process (a service reloading a version after a rollback fetches nothing),
+        # gone when the process ends, rather than a new temporary folder left behind at every load.
+        with _downloads_lock:
+            key = f"{self.registry_uri} {uri}"
+            done = _downloaded.get(key)
+            if done is not None and done.is_dir():
+                return done
+            into = Path(tempfile.mkdtemp(prefix=f"v{found.version}-", dir=_downloads_root()))
+            try:
+                _downloaded[key] = fetch(into)
+            except BaseException:
+                shutil.rmtree(into, ignore_errors=True)
+                raise
+            return _downloaded[key]
 
     def load(self, version: str | int) -> tuple[Any, Any]:
         """(pyfunc, inner model) of a version: the pyfunc checks inputs, the inner one explains."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import boto3
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
@@ -131,3 +134,35 @@ def test_a_registry_error_is_not_an_empty_registry(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_remote_version_is_downloaded_once_and_removed_at_exit(
+    moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Artifacts on S3: each load used to leave a new temporary copy behind. Now a process fetches a
+    version once (a service reloading it after a rollback fetches nothing) and removes its copies at exit."""
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", moto_s3)
+    boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket="models")
+    tracking = f"sqlite:///{tmp_path / 'remote.db'}"
+    resource = ModelRegistry(tracking_uri=tracking, artifact_location="s3://models/runs", model_name="remote")
+    registry = resource.get()
+    version = _register(registry, tmp_path, 2.0)
+    assert registry.client.get_model_version_download_uri("remote", version).startswith("s3://models/")
+
+    copy = registry.download(version)
+    assert (copy / "MLmodel").is_file() and not copy.is_relative_to(tmp_path)
+    assert registry.download(version) == copy
+    pyfunc, inner = registry.load(version)
+    assert inner.factor == 2.0 and pyfunc.predict(pd.DataFrame({"x": [1.0]}))["price"].tolist() == [2.0]
+    assert sorted(p.name for p in copy.parent.parent.iterdir()) == [copy.parent.name]  # one copy
+
+    script = (
+        "from homeprice_assets.resources.registry import Registry\n"
+        f"print(Registry(tracking_uri={tracking!r}, model_name='remote').download({version!r}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    elsewhere = Path(out.stdout.strip().splitlines()[-1])
+    assert elsewhere.name == copy.name and elsewhere != copy
+    assert not elsewhere.parent.parent.exists()  # the child's copies went with it
