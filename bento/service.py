@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from homeprice_assets.config import load_config, mlflow_tracking_uri
-from homeprice_assets.resources.registry import MODEL_NAME, Registry
+from homeprice_assets.resources.registry import Registry, registered_model_name
 from homeprice_assets.rollout.assignment import in_candidate_arm
 from homeprice_assets.serving import predictor
 from homeprice_assets.serving.batch import Batch, BatchInput, log_rows, outputs, predictions_json
@@ -208,7 +208,7 @@ class HomePrice:
 
         if apply_profile(stores=SERVING_STORES).name == "production":
             preflight(SERVING_STORES)
-        self.model_name = os.environ.get("HOMEPRICE_MODEL_NAME", MODEL_NAME)
+        self.model_name = registered_model_name()
         self.page = load_config().serving  # currency and units the web page shows
         uri = mlflow_tracking_uri()
         # The log writer and the shadow pricer are background threads: with Python's default 5 ms GIL

@@ -268,9 +268,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _rollout_registry() -> Registry:
-    from homeprice_assets.resources.registry import MODEL_NAME, Registry
+    from homeprice_assets.resources.registry import Registry
 
-    return Registry(model_name=os.environ.get("HOMEPRICE_MODEL_NAME") or MODEL_NAME)
+    return Registry()
 
 
 def _print_state(reg: Registry) -> None:

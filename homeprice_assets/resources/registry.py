@@ -40,6 +40,18 @@ T = TypeVar("T")
 ALIAS_NOT_FOUND = "INVALID_PARAMETER_VALUE"  # MLflow's code for a missing alias of a registered model
 
 
+def registered_model_name(name: str | None = None) -> str:
+    """``name``, else ``$HOMEPRICE_MODEL_NAME``, else ``homeprice``: one default for the pipeline, the CLI and
+    the service, so they all mean the same model. A quote would break the registry's search filter."""
+    name = name or os.environ.get("HOMEPRICE_MODEL_NAME") or MODEL_NAME
+    if "'" in name or '"' in name or name != name.strip():
+        raise ValueError(
+            f"HOMEPRICE_MODEL_NAME (model_name): {name!r} is not a usable model name "
+            "(no quotes, no leading or trailing spaces)"
+        )
+    return name
+
+
 def absent(exc: MlflowException, *also: str) -> bool:
     """Does ``exc`` say the model, version or run does not exist (rather than that the registry failed)?"""
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", *also)
@@ -117,7 +129,7 @@ class Registry:
     def __init__(
         self,
         tracking_uri: str | None = None,
-        model_name: str = MODEL_NAME,
+        model_name: str | None = None,
         registry_uri: str | None = None,
         experiment_name: str = "homeprice",
         artifact_location: str | None = None,
@@ -125,7 +137,7 @@ class Registry:
     ) -> None:
         self.tracking_uri = tracking_uri or mlflow_tracking_uri()
         self.registry_uri = registry_uri or self.tracking_uri
-        self.model_name = model_name
+        self.model_name = registered_model_name(model_name)
         self.experiment_name = experiment_name
         self.artifact_location = artifact_location
         self.ui_url = ui_url
@@ -365,7 +377,7 @@ class ModelRegistry(dg.ConfigurableResource):
         default=None, description="default: $MLFLOW_TRACKING_URI or SQLite under the project home"
     )
     registry_uri: str | None = Field(default=None, description="default: the tracking URI")
-    model_name: str = MODEL_NAME
+    model_name: str | None = Field(default=None, description="default: $HOMEPRICE_MODEL_NAME or homeprice")
     experiment_name: str = "homeprice"
     artifact_location: str | None = Field(
         default=None,

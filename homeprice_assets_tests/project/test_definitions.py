@@ -28,6 +28,22 @@ def test_definitions_load_and_validate() -> None:
     assert {"required_columns", "quarantine_rate", "value_ranges", "finite_features"} <= checks
 
 
+def test_the_pipeline_cli_and_service_name_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOMEPRICE_MODEL_NAME once named the model only for the CLI and the service: the pipeline went on
+    registering ``homeprice``, and the service followed a model nothing trained."""
+    from homeprice_assets.cli import _rollout_registry
+    from homeprice_assets.definitions import defs
+    from homeprice_assets.resources.registry import ModelRegistry
+
+    monkeypatch.setenv("HOMEPRICE_MODEL_NAME", "prices-eu")
+    assert defs.resources["registry"].get().model_name == "prices-eu"
+    assert _rollout_registry().model_name == "prices-eu"
+    assert ModelRegistry(model_name="explicit").get().model_name == "explicit"
+    monkeypatch.setenv("HOMEPRICE_MODEL_NAME", "o'brien")
+    with pytest.raises(ValueError, match=r"HOMEPRICE_MODEL_NAME \(model_name\): \"o'brien\" is not a usable"):
+        defs.resources["registry"].get()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
