@@ -292,7 +292,7 @@ def _print_state(reg: Registry) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    """start / status / stop a rollout (the running services follow within one poll)."""
+    """start / status / stop / promote a rollout (the running services follow within one poll)."""
     from homeprice_assets.config import load_config
     from homeprice_assets.rollout import state as st
 
@@ -307,19 +307,23 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         action = st.stop_rollout(reg, reason="manual: homeprice rollout stop")
         print(f"stopped: candidate v{action.version} removed; champion unchanged")
+    elif args.action == "promote":  # the operator decides before the evaluation does
+        action = st.promote_candidate(reg, reason="manual: homeprice rollout promote")
+        print(f"promoted: champion v{action.previous_champion} -> v{action.version}")
+        _record_champion_move(action, reg.model_name, "homeprice rollout promote")
     _print_state(reg)
     return 0
 
 
-def _record_champion_move(action: Any, model_name: str) -> None:
+def _record_champion_move(action: Any, model_name: str, source: str) -> None:
     """Tell Dagster the champion moved (a ``promoted_model`` event), so the Bento is rebuilt around it, and
-    send the rollback alert (the event says it was sent, so the promotion alert sensor does not repeat it)."""
+    send the action's alert (the event says it was sent, so the promotion alert sensor does not repeat it)."""
     import dagster as dg
 
     from homeprice_assets.monitoring.notify import Notifier
     from homeprice_assets.rollout.sensors import action_alert, champion_moved
 
-    dg.DagsterInstance.get().report_runless_asset_event(champion_moved(action, "homeprice rollback"))
+    dg.DagsterInstance.get().report_runless_asset_event(champion_moved(action, source))
     Notifier.from_settings().process_config_and_initialize().send(action_alert(action, model_name))
 
 
@@ -330,7 +334,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     reg = _rollout_registry()
     action = st.rollback(reg, reason="manual: homeprice rollback", to=args.to)
     print(f"rolled back: champion v{action.previous_champion} -> v{action.version}")
-    _record_champion_move(action, reg.model_name)
+    _record_champion_move(action, reg.model_name, "homeprice rollback")
     _print_state(reg)
     return 0
 
@@ -379,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_accept.add_argument("--note", default="", help="why it is right (kept with the acceptance)")
     p_accept.set_defaults(func=cmd_accept_month)
 
-    p_rollout = sub.add_parser("rollout", help="start, show or stop a live rollout of a candidate model")
+    p_rollout = sub.add_parser(
+        "rollout", help="start, show, stop or promote a live rollout of a candidate model"
+    )
     rollout_sub = p_rollout.add_subparsers(dest="action", required=True)
     p_start = rollout_sub.add_parser("start", help="make a version the candidate, in shadow or A/B mode")
     p_start.add_argument("--mode", choices=["shadow", "ab"], required=True)
@@ -387,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_start.add_argument("--version", default=None, help="version to roll out (default: the challenger)")
     rollout_sub.add_parser("status", help="champion, previous, candidate, mode, weight, last action")
     rollout_sub.add_parser("stop", help="end the rollout; the champion stays")
+    rollout_sub.add_parser("promote", help="make the candidate champion now, before the evaluation decides")
     p_rollout.set_defaults(func=cmd_rollout)
 
     p_rollback = sub.add_parser("rollback", help="move champion back to previous (or to --to VERSION)")

@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
+import yaml
 
 from homeprice_assets.cli import main
 from homeprice_assets.resources.registry import Registry
 from homeprice_assets.rollout.state import current_state
+from homeprice_assets.sqlite_storage import instance_settings
 from homeprice_assets_tests.helpers import placeholder_versions
 from homeprice_assets_tests.monitoring.conftest import WebhookReceiver, webhook  # noqa: F401 (fixture)
 
@@ -32,8 +35,16 @@ def test_rollout_and_rollback_commands(
     capsys: pytest.CaptureFixture[str],
     webhook: WebhookReceiver,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("HOMEPRICE_SLACK_WEBHOOK_URL", webhook.url)
+    home = tmp_path / "dagster"  # the champion moves are reported to this Dagster instance
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump({**instance_settings(home / "storage"), "telemetry": {"enabled": False}})
+    )
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    own_instance = dg.DagsterInstance.from_config(str(home))
     code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "2")
     assert code == 2 and "no champion yet" in err  # refused: nothing to compare with
     reg.promote("1", "first")
@@ -53,6 +64,8 @@ def test_rollout_and_rollback_commands(
     assert code == 0 and "candidate v2 removed" in out and not current_state(reg).active
     code, _, err = run(capsys, "rollout", "stop")
     assert code == 2 and "no rollout is running" in err
+    code, _, err = run(capsys, "rollout", "promote")
+    assert code == 2 and "no candidate to promote" in err
 
     code, _, err = run(capsys, "rollback")
     assert code == 2 and "no 'previous' version" in err
@@ -68,3 +81,17 @@ def test_rollout_and_rollback_commands(
     assert "manual: homeprice rollback" in current_state(reg).last_action["reason"]
     code, _, err = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "1")
     assert code == 2 and "already the champion" in err
+
+    # the operator promotes a candidate before the evaluation has decided
+    code, out, _ = run(capsys, "rollout", "start", "--mode", "shadow", "--version", "2")
+    assert code == 0
+    code, out, _ = run(capsys, "rollout", "promote")
+    assert code == 0 and "champion v1 -> v2" in out
+    state = current_state(reg)
+    assert (state.champion, state.previous, state.active) == ("2", "1", False)
+    assert state.last_action["reason"] == "manual: homeprice rollout promote"
+    alert = webhook.texts()[-1]
+    assert "promoted homeprice-cli v2 to champion" in alert
+    event = own_instance.get_latest_materialization_event(dg.AssetKey("promoted_model")).asset_materialization
+    assert event.description.startswith("promote by homeprice rollout promote: manual")
+    assert event.metadata["alerted"].value is True  # the promotion alert sensor will not repeat it
