@@ -18,7 +18,8 @@ from homeprice_assets.config import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, REQUIRE
 from homeprice_assets.ingest.reading import latest_plausible_date, parse_sale_dates
 
 LINEAGE_COLUMNS = ("_source_file", "_source_hash", "_row_number", "_row_hash")
-# What exports write for "no value" in a number column (compared stripped and lower-cased): missing, kept.
+# What exports write for "no value" (compared stripped and lower-cased): an optional number stays missing,
+# a required value quarantines the row as missing.
 NULL_MARKERS = frozenset({"", "nan", "none", "<na>", "na", "n/a", "null"})
 NUMERIC_COLUMNS = (
     "sale_price",
@@ -171,10 +172,10 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         reasons[new] = rule
         details[new] = detail()[new] if callable(detail) else detail
 
-    # Required values present (string "", "nan" and whitespace count as missing).
+    # Required values present (blanks and the null markers, such as "NULL" or "n/a", count as missing).
     for col in REQUIRED_COLUMNS:
         values = frame[col]
-        missing = values.isna() | values.astype(str).str.strip().isin(["", "nan", "NaN", "None", "<NA>"])
+        missing = values.isna() | values.astype(str).str.strip().str.lower().isin(NULL_MARKERS)
         flag(missing, "missing_required_value", f"{col} is null")
 
     dates = _sale_dates(frame, config)

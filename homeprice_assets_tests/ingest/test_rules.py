@@ -25,8 +25,10 @@ BAD_CASES = {
     # an optional number no sale can have ("inf" parses as a number): quarantined, not left to stop the
     # month at the finite_features check
     "non_numeric_value:optional": ("lot_sf", "inf"),
-    # a "no value" marker is missing in an optional number, but a required price must be there
-    "non_numeric_value:required": ("sale_price", "N/A"),
+    # a "no value" marker is missing in an optional number, but a required value must be there: a location
+    # "NULL" was kept as a neighbourhood of its own
+    "missing_required_value:number": ("sale_price", "N/A"),
+    "missing_required_value:text": ("area", " NULL "),
     "nonpositive_price": ("sale_price", "-5000"),
     "nonpositive_living_area": ("tot_sf", "0"),
     "implausible_coordinates": ("latitude", "123.4"),
