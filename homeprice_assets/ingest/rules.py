@@ -150,6 +150,13 @@ def _with_decimal_point(values: pd.Series, decimal: pd.Series | None) -> pd.Seri
     return text
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Stripped text, null markers missing: sale ids "NULL" would otherwise all be one sale (the rest
+    quarantined as duplicates), and parcel ids "n/a" one parcel with many earlier sales."""
+    text = values.astype("string").str.strip()
+    return text.mask(text.str.lower().isin(NULL_MARKERS))
+
+
 def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None) -> CleanResult:
     """Type, validate and deduplicate one batch of raw sales.
 
@@ -238,7 +245,7 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         lambda: "lat/lon=" + lat.astype(str) + "/" + lon.astype(str),
     )
 
-    columns: dict[str, pd.Series] = {col: frame[col].astype("string").str.strip() for col in STRING_COLUMNS}
+    columns: dict[str, pd.Series] = {col: _text(frame[col]) for col in STRING_COLUMNS}
     columns.update(numeric)
     columns["sale_date"] = dates
     columns.update({col: frame[col] for col in LINEAGE_COLUMNS if col in frame.columns})

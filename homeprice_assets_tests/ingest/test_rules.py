@@ -77,6 +77,20 @@ def test_nulls_in_optional_columns_are_kept(month_rows: pd.DataFrame) -> None:
     assert result.clean["baths"].isna().sum() == len(markers)
 
 
+def test_null_markers_in_ids_are_missing_ids(month_rows: pd.DataFrame) -> None:
+    """Sale ids "NULL" were one id (all but the first quarantined as duplicates); parcel ids "n/a" one
+    parcel. Now they are missing: the sale ids are derived, the parcels unknown."""
+    raw = month_rows.copy()
+    raw.loc[:19, "sale_id"] = "NULL"
+    raw.loc[:9, "pinx"] = " n/a "
+    result = clean_sales(raw, CONFIG, month="2014-06")
+    assert len(result.clean) == len(raw) and len(result.quarantine) == 0
+    clean = result.clean.set_index(raw.index)
+    assert clean["parcel_id"].iloc[:10].isna().all() and clean["parcel_id"].iloc[10:].notna().all()
+    assert clean["sale_id"].notna().all() and clean["sale_id"].is_unique
+    assert not clean["sale_id"].isin(["NULL"]).any()
+
+
 def test_a_future_date_is_quarantined_and_makes_no_month_of_its_own(month_rows: pd.DataFrame) -> None:
     """A typo (2104 for 2014) in a file whose path names no month: the row goes to the file's newest real
     month and is quarantined there; before, it made a month 2104-06 that passed its checks and anchored
