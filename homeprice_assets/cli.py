@@ -40,6 +40,7 @@ def cmd_land(args: argparse.Namespace) -> int:
         since=args.since,
         source=args.source,
         progress=_progress("landing"),
+        report=lambda note: print(f"note: {note}", file=sys.stderr),
     )
     print(
         f"landed {len(months)} month(s) {months[0] if months else ''}..{months[-1] if months else ''} "

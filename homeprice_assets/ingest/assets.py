@@ -411,7 +411,7 @@ def _clean_month(
     if CLEAN in selected:
         results = [
             checks.schema(result.clean),
-            checks.quarantine_rate(result.counts_by_rule, len(raw), config),
+            checks.quarantine_rate(result.counts_by_rule, len(raw), config, result.quarantine),
             checks.value_ranges(result.clean, config, month),
             checks.unique_sales(result.clean),
             checks.null_rate_check(result.clean, config, raw.columns),

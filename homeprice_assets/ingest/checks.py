@@ -133,17 +133,35 @@ def schema(clean: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-def quarantine_rate(counts_by_rule: dict[str, int], n_raw: int, config: DataConfig) -> dg.AssetCheckResult:
+def quarantine_rate(
+    counts_by_rule: dict[str, int],
+    n_raw: int,
+    config: DataConfig,
+    quarantine: pd.DataFrame | None = None,
+) -> dg.AssetCheckResult:
+    """The share of quarantined rows; when it fails, the description shows the most common rule's first
+    detail (the value itself), and how dates are read when they are what failed."""
     quarantined = sum(counts_by_rule.values())
     rate = quarantined / n_raw if n_raw else 0.0
+    passed = rate <= config.max_quarantine_rate
     failing = {rule: n for rule, n in counts_by_rule.items() if n}
+    description = f"{quarantined} of {n_raw} rows quarantined ({rate:.1%}): " + (
+        ", ".join(f"{r}: {n}" for r, n in failing.items()) or "none"
+    )
+    if not passed and failing and quarantine is not None and len(quarantine):
+        top = max(failing, key=lambda r: failing[r])
+        details = quarantine.loc[quarantine["rule"] == top, "detail"]
+        if len(details):
+            description += f"; e.g. {top} {details.iloc[0]}"
+        if top == "unparsable_date":
+            fmt = config.date_format or config.read.date_format
+            description += (
+                f" (dates are read with the format {fmt!r}" if fmt else " (dates are read as ISO 8601"
+            ) + ": set data.date_format, or a date_format for the source under data.sources)"
     return dg.AssetCheckResult(
         check_name="quarantine_rate",
-        passed=rate <= config.max_quarantine_rate,
-        description=(
-            f"{quarantined} of {n_raw} rows quarantined ({rate:.1%}): "
-            + (", ".join(f"{r}: {n}" for r, n in failing.items()) or "none")
-        ),
+        passed=passed,
+        description=description,
         metadata={
             "quarantined_rows": quarantined,
             "raw_rows": n_raw,

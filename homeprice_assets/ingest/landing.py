@@ -1,4 +1,9 @@
-"""Replay arrivals: write the bundled (or any) sales history into a landing zone, one file per sale month."""
+"""Replay arrivals: write the bundled (or any) sales history into a landing zone, one file per sale month.
+
+The history is read as ingest will read the files written here (``sales_YYYY-MM.csv`` at the zone's root):
+with ``data.read`` and any ``data.sources`` entry matching that name, so its delimiter, encoding, decimal
+mark and date format hold on both sides, and the values are written back as they came.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,56 @@ from pathlib import Path
 
 import pandas as pd
 
-from homeprice_assets.config import BUNDLED_DATA, DataConfig
+from homeprice_assets.config import BUNDLED_DATA, DataConfig, ReadOptions
+from homeprice_assets.ingest.reading import UnreadableFile, parse_landed, sale_months
 from homeprice_assets.resources.landing import LandingZone
 
+LANDED_NAME = "sales_{month}.csv"
 
-def split_by_month(sales: pd.DataFrame, config: DataConfig) -> dict[str, pd.DataFrame]:
-    """Source rows grouped by the month of their (source-named) sale date; unparsable dates are an error."""
-    date_col = config.source_name("sale_date", sales.columns)
-    if date_col not in sales.columns:
+
+def landed_options(config: DataConfig) -> ReadOptions:
+    """How ingest reads the files ``land_history`` writes."""
+    return config.read_options(LANDED_NAME.format(month="0000-00"))
+
+
+def split_by_month(
+    sales: pd.DataFrame, config: DataConfig, report: Callable[[str], None] = lambda _: None
+) -> dict[str, pd.DataFrame]:
+    """Source rows grouped by the month of their (source-named) sale date, months in order.
+
+    Rows whose date is missing, unreadable or in the future go to the newest month, where ingest quarantines
+    them (``unparsable_date``: counted, never lost); ``report`` is told how many. A sale-date column of which
+    no value reads is an error naming the format tried.
+    """
+    key = LANDED_NAME.format(month="0000-00")
+    try:
+        months = sale_months(sales, key, config)
+    except UnreadableFile as exc:
+        raise ValueError(f"sale_date: {exc}; columns are {list(sales.columns)}") from None
+    if months.isna().all() and len(sales):
+        column = config.source_name("sale_date", sales.columns)
+        fmt = landed_options(config).date_format
+        tried = f"the format {fmt!r}" if fmt else "ISO 8601 (YYYY-MM-DD; no date format is configured)"
+        example = sales[column].dropna().head(3).tolist()
         raise ValueError(
-            f"sale_date: source column {date_col!r} not found; columns are {list(sales.columns)}"
+            f"sale_date: no value of column {column!r} reads as {tried}, e.g. {example}; "
+            "set data.date_format (or data.read.date_format) to their format, e.g. '%m/%d/%Y'"
         )
-    dates = pd.to_datetime(sales[date_col], format=config.date_format, errors="coerce")
-    if dates.isna().any():
-        bad = sales.loc[dates.isna(), date_col].head(3).tolist()
-        raise ValueError(f"sale_date: {int(dates.isna().sum())} unparsable value(s), e.g. {bad}")
-    # one pass over the rows (a mask per month compared every row once per month), months in order
-    months = (dates.dt.year * 100 + dates.dt.month).to_numpy()
-    return {f"{m // 100:04d}-{m % 100:02d}": part for m, part in sales.groupby(months, sort=True)}
+    if months.isna().any():
+        newest = months.dropna().max()
+        report(
+            f"{int(months.isna().sum())} row(s) with a missing, unreadable or future sale date go to "
+            f"{newest}, where ingest quarantines them (unparsable_date)"
+        )
+        months = months.fillna(newest)
+    # one pass over the rows (a mask per month compared every row once per month)
+    return {month: part for month, part in sales.groupby(months.to_numpy(), sort=True)}
+
+
+def month_file(part: pd.DataFrame, options: ReadOptions) -> bytes:
+    """One month's rows as ``sales_YYYY-MM.csv`` bytes that read back, with ``options``, to the same text."""
+    text = part.to_csv(index=False, sep=options.delimiter or ",")
+    return text.encode(options.encoding or "utf-8")
 
 
 def check_bounds(until: str | None, since: str | None) -> None:
@@ -44,6 +81,7 @@ def land_history(
     since: str | None = None,
     source: Path = BUNDLED_DATA,
     progress: Callable[[Iterable[str]], Iterable[str]] = lambda it: it,
+    report: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
     """Write ``sales_YYYY-MM.csv`` for each month in [since, until] (inclusive); returns the months written.
 
@@ -51,9 +89,13 @@ def land_history(
     identical bytes, which the pipeline recognises as unchanged.
     """
     check_bounds(until, since)
-    sales = pd.read_csv(source, dtype=str, keep_default_na=False)
-    by_month = split_by_month(sales, config)
+    options = landed_options(config)
+    try:
+        sales = parse_landed(Path(source).name, Path(source).read_bytes(), options).frame
+    except UnreadableFile as exc:
+        raise ValueError(f"source: {source} cannot be read: {exc}") from None
+    by_month = split_by_month(sales, config, report)
     months = [m for m in by_month if (until is None or m <= until) and (since is None or m >= since)]
     for month in progress(months):
-        zone.write_bytes(f"sales_{month}.csv", by_month[month].to_csv(index=False).encode())
+        zone.write_bytes(LANDED_NAME.format(month=month), month_file(by_month[month], options))
     return months

@@ -191,22 +191,30 @@ def _iso_wall_times(values: pd.Series) -> pd.Series:
     return out
 
 
+def sale_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:
+    """The sale month ("YYYY-MM") of each row as landed file ``key`` is read, missing where the date is
+    missing, unreadable or in the future. ``UnreadableFile`` when there is no sale-date column."""
+    column = config.source_name("sale_date", frame.columns)
+    if column not in frame.columns:
+        raise UnreadableFile(f"no sale-date column {column!r}")
+    dates = parse_sale_dates(frame[column], config.read_options(key).date_format)
+    dates = dates.where(dates <= latest_plausible_date())  # a typo'd future date makes no month of its own
+    return dates.dt.strftime("%Y-%m")
+
+
 def row_months(frame: pd.DataFrame, key: str, config: DataConfig) -> pd.Series:
     """The sale month ("YYYY-MM") of each row of a file whose path names no month.
 
     Rows without a parsable date go to the file's newest month, where cleaning quarantines them as
     ``unparsable_date`` (never lost). Raises ``UnreadableFile`` when the file cannot be split at all.
     """
-    column = config.source_name("sale_date", frame.columns)
-    if column not in frame.columns:
-        raise UnreadableFile(
-            f"no month (YYYY-MM) in its path and no sale-date column {column!r} to split it by"
-        )
-    dates = parse_sale_dates(frame[column], config.read_options(key).date_format)
-    dates = dates.where(dates <= latest_plausible_date())  # a typo'd future date makes no month of its own
-    months = dates.dt.strftime("%Y-%m")
+    try:
+        months = sale_months(frame, key, config)
+    except UnreadableFile as exc:
+        raise UnreadableFile(f"no month (YYYY-MM) in its path and {exc}") from None
     if months.isna().all():
         if not len(frame):
             return months.astype(object)
+        column = config.source_name("sale_date", frame.columns)
         raise UnreadableFile(f"no month (YYYY-MM) in its path and no parsable date in column {column!r}")
     return months.fillna(months.dropna().max()).astype(object)  # (max over text with NaN raised)

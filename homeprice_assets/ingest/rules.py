@@ -187,17 +187,17 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
 
     dates = _sale_dates(frame, config)
     flag(dates.isna(), "unparsable_date", lambda: "sale_date=" + frame["sale_date"].astype(str))
-    if month is not None:
+    too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
+    flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
+    latest = latest_plausible_date()
+    flag(dates > latest, "unparsable_date", f"sale_date after {latest.date()} (in the future)")
+    if month is not None:  # (a typo'd date is unparsable_date above, not merely in another month)
         outside = dates.notna() & (dates.dt.strftime("%Y-%m") != month)
         flag(
             outside,
             "date_outside_partition",
             lambda: f"sale_date not in {month}: " + frame["sale_date"].astype(str),
         )
-    too_old = dates.notna() & (dates < pd.Timestamp(bounds.min_date))
-    flag(too_old, "unparsable_date", f"sale_date before {bounds.min_date}")
-    latest = latest_plausible_date()
-    flag(dates > latest, "unparsable_date", f"sale_date after {latest.date()} (in the future)")
 
     decimal = _decimal_marks(frame, config)
     numeric = {}

@@ -390,16 +390,19 @@ def land(paths: Paths, since: str | None, until: str) -> list[str]:
     """Write the bundled months ``since..until`` into the policy's landing zone, as ``land_history`` does
     (the bundled file is read and split once per process, not once per month)."""
     from homeprice_assets.config import BUNDLED_DATA, load_config
-    from homeprice_assets.ingest.landing import split_by_month
+    from homeprice_assets.ingest.landing import LANDED_NAME, landed_options, month_file, split_by_month
     from homeprice_assets.resources.landing import LocalLandingZone
 
+    config = load_config().data
     if not _BY_MONTH:
         raw = pd.read_csv(BUNDLED_DATA, dtype=str, keep_default_na=False)
-        _BY_MONTH.update(split_by_month(raw, load_config().data))
+        _BY_MONTH.update(split_by_month(raw, config))
     zone = LocalLandingZone(root=str(paths.landing))
     months = [m for m in sorted(_BY_MONTH) if (since is None or m >= since) and m <= until]
     for month in months:
-        zone.write_bytes(f"sales_{month}.csv", _BY_MONTH[month].to_csv(index=False).encode())
+        zone.write_bytes(
+            LANDED_NAME.format(month=month), month_file(_BY_MONTH[month], landed_options(config))
+        )
     return months
 
 

@@ -1,10 +1,12 @@
 """The landing zone: local folders, S3 on a local moto server, and the `homeprice land` command."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pytest
 
 from homeprice_assets.config import load_config
@@ -15,7 +17,7 @@ from homeprice_assets.resources.landing import (
     landing_zone_from_url,
     month_of,
 )
-from homeprice_assets_tests.helpers import ingest_month
+from homeprice_assets_tests.helpers import check_results, ingest_month
 
 CONFIG = load_config().data
 
@@ -137,3 +139,48 @@ def test_s3_landing_and_s3_asset_storage(s3_endpoint: str, instance) -> None:
     assert {"homeprice/training_set.parquet", "homeprice/validation_set.parquet"} <= keys
     chosen = storage_from_url("s3://assets/homeprice")
     assert isinstance(chosen, S3ParquetStorage) and (chosen.bucket, chosen.prefix) == ("assets", "homeprice")
+
+
+def test_land_reads_the_history_as_ingest_reads_the_landed_files(
+    tmp_path: Path, bundled_sales, instance, storage
+) -> None:
+    """A history in the user's own format (semicolons, decimal commas, day.month.year dates, latin-1):
+    ``land`` once ignored ``data.read`` (a date format there failed it, a missing one let pandas guess)."""
+    from homeprice_assets.resources.config import ProjectConfigResource
+
+    rows = bundled_sales[bundled_sales["sale_date"].str.startswith(("2015-11", "2015-12"))].copy()
+    rows["baths"] = rows["baths"].str.replace(".", ",", regex=False)
+    rows["sale_date"] = pd.to_datetime(rows["sale_date"]).dt.strftime("%d.%m.%Y")
+    rows.loc[rows.index[:2], "sale_date"] = ["31.02.2015", "03.11.2115"]  # unreadable, in the future
+    source = tmp_path / "export.csv"
+    source.write_bytes(rows.to_csv(index=False, sep=";").encode("latin-1"))
+    read = {"delimiter": ";", "decimal": ",", "date_format": "%d.%m.%Y", "encoding": "latin-1"}
+    settings = ProjectConfigResource(overrides={"data": {"read": read}})
+    zone = LocalLandingZone(root=str(tmp_path / "landing"))
+    notes: list[str] = []
+    months = land_history(zone, settings.get().data, source=source, report=notes.append)
+    assert months == ["2015-11", "2015-12"]
+    assert notes == [
+        "2 row(s) with a missing, unreadable or future sale date go to 2015-12, where ingest quarantines "
+        "them (unparsable_date)"
+    ]
+    result = ingest_month("2015-12", instance, zone, storage, settings=settings)
+    assert result.success
+    clean = result.output_for_node("clean_sales", "clean_sales")
+    assert len(clean) == (rows["sale_date"].str.endswith("12.2015")).sum()
+    assert clean["baths"].notna().all() and (clean["baths"] % 1 != 0).any()  # decimal commas read
+    quarantine = result.output_for_node("clean_sales", "quarantined_sales")
+    assert sorted(quarantine["rule"]) == ["unparsable_date", "unparsable_date"]
+
+    # month/day/year dates and no date format: land refuses, naming what it tried; a file landed by other
+    # means fails its month, and the check shows a value and the setting
+    us = rows.assign(sale_date=pd.to_datetime(bundled_sales["sale_date"]).dt.strftime("%m/%d/%Y"))
+    (tmp_path / "us.csv").write_text(us.to_csv(index=False))
+    with pytest.raises(ValueError, match=r"no value of column 'sale_date' reads as ISO 8601 .*'%m/%d/%Y'"):
+        land_history(zone, CONFIG, source=tmp_path / "us.csv")
+    zone.write_bytes("2015-11/us.csv", (tmp_path / "us.csv").read_bytes())
+    failed = ingest_month("2015-11", instance, zone, storage)
+    check = check_results(failed, "2015-11")["quarantine_rate"]
+    assert not check.passed
+    assert re.search(r"e.g. unparsable_date sale_date=1[12]/\d\d/2015 ", check.description)
+    assert "(dates are read as ISO 8601: set data.date_format, or a date_format" in check.description
