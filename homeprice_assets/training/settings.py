@@ -6,9 +6,10 @@ out-of-range value fails at once, naming the key and the file, never after a tra
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class UpdateSettings(BaseModel):
@@ -49,6 +50,24 @@ class TrainingSettings(BaseModel):
     schedule: str = Field("0 3 1 * *", description="cron of the recurring lifecycle run (a floor)")
     update: UpdateSettings = Field(default_factory=UpdateSettings)
 
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """A misspelt parameter would be passed to LightGBM, which ignores it quietly (``verbose: -1``)."""
+        unknown = sorted(set(v) - known_params()) if v else []
+        if unknown:
+            import difflib
+
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, sorted(known_params()), n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(hints)}: expected homeprice's own (see "
+                "homeprice_assets/training/model.py DEFAULT_PARAMS) or LightGBM's parameters and aliases"
+            )
+        return v
+
 
 class PromotionSettings(BaseModel):
     """Gates a challenger must pass to become champion (all on the same validation window)."""
@@ -81,3 +100,17 @@ class PromotionSettings(BaseModel):
         le=1,
         description="absolute: vertical equity, |PRB| (IAAO price-related bias) at most this; None: off",
     )
+
+
+@lru_cache(maxsize=1)
+def known_params() -> frozenset[str]:
+    """The keys ``training.params`` may set: homeprice's own (and the index's) and LightGBM's names and
+    aliases (read from the installed LightGBM, as its own parameter parser knows them)."""
+    from homeprice_assets.training.model import DEFAULT_PARAMS
+
+    names = set(DEFAULT_PARAMS)
+    from lightgbm.basic import _ConfigAliases
+
+    for name, aliases in _ConfigAliases._get_all_param_aliases().items():
+        names.update((name, *aliases))
+    return frozenset(names)
