@@ -139,8 +139,7 @@ class DataConfig(_Strict):
         unknown = sorted(set(v) - set(CANONICAL_COLUMNS))
         if unknown:
             raise ValueError(
-                f"data.columns: unknown canonical column(s) {unknown}; "
-                f"expected some of {list(CANONICAL_COLUMNS)}"
+                f"unknown canonical column(s) {unknown}; expected some of {list(CANONICAL_COLUMNS)}"
             )
         return v
 
@@ -216,12 +215,17 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError) -> str:
-    """One line per problem, each naming the dotted key (``promotion.max_mdpe: Extra inputs ...``)."""
-    return "\n".join(
-        f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-        + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" and "input" in err else "")
-        for err in exc.errors()
-    )
+    """One line per problem, each naming the dotted key (``promotion.max_mdpe: Extra inputs ...``). Our own
+    validators' messages say what is wrong themselves: no "Value error," and no echo of the whole value."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "value_error":
+            lines.append(f"  {key}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            shown = err["type"] != "extra_forbidden" and "input" in err
+            lines.append(f"  {key}: {err['msg']}" + (f" (got {err['input']!r})" if shown else ""))
+    return "\n".join(lines)
 
 
 def load_config(
