@@ -215,7 +215,10 @@ def cmd_accept_month(args: argparse.Namespace) -> int:
     from homeprice_assets.ingest.status import accept_month
 
     accepted = accept_month(dg.DagsterInstance.get(), args.month, note=args.note)
-    print(f"accepted {args.month} ({', '.join(accepted)}): the sensors take it up at their next tick")
+    print(
+        f"accepted {args.month} ({', '.join(accepted)}): the sensors take it up at their next tick "
+        "(`make dev`), or `homeprice run --no-land` trains on it now"
+    )
     return 0
 
 

@@ -27,7 +27,7 @@ from dagster._core.utils import make_new_run_id
 
 from homeprice_assets.config import DataConfig
 from homeprice_assets.ingest.history import latest_records
-from homeprice_assets.ingest.status import LANDED_DIGEST_KEY
+from homeprice_assets.ingest.status import LANDED_DIGEST_KEY, SALE_FEATURES, accepted_checks
 from homeprice_assets.resources.landing import LANDED_DIGEST_TAG, LandingZone, SetAside, month_digest
 
 REASON_TAG = "homeprice/ingest_reason"
@@ -46,7 +46,7 @@ _MAX_TAG = 2000  # run tags are short strings; reasons are trimmed to this
 OUTCOMES_TAG = "homeprice/ingest_outcomes"
 _MAX_OUTCOMES_TAG = 64_000  # about 50 bytes a month that passed: a few hundred months
 
-State = Literal["ran", "unchanged", "failed", "failed_before"]
+State = Literal["ran", "unchanged", "failed", "failed_before", "accepted"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class MonthOutcome:
             "unchanged": "unchanged",
             "failed": "FAILED",
             "failed_before": "FAILED earlier, files unchanged (not retried)",
+            "accepted": "held back, then accepted (homeprice accept-month); files unchanged",
         }[self.state]
         out = [f"  {self.month}  {head}" + (f": {self.summary}" if self.summary else "")]
         out += [f"      - {r}" for r in self.reasons]
@@ -516,5 +517,23 @@ def ingest_months(
         for month in block:
             outcomes[month] = outcome_of(month, result)
         tag_outcomes(instance, result.run_id, (outcomes[m] for m in block))
-    report.months = {m: outcomes[m] for m in todo}
+    report.months = {m: _with_acceptance(instance, outcomes[m]) for m in todo}
     return report
+
+
+def _with_acceptance(instance: dg.DagsterInstance, outcome: MonthOutcome) -> MonthOutcome:
+    """A failed month whose every reason is a check a person accepted (``homeprice accept-month``) for
+    that run is not failed: the model uses it. The accepted checks stay in view as warnings."""
+    if outcome.state != "failed_before" or outcome.run_id is None:
+        return outcome
+    accepted = accepted_checks(instance, outcome.month, outcome.run_id)
+    prefixes = tuple(f"{SALE_FEATURES.to_user_string()}.{name}:" for name in accepted)
+    if not prefixes or not all(r.startswith(prefixes) for r in outcome.reasons):
+        return outcome
+    return MonthOutcome(
+        outcome.month,
+        "accepted",
+        summary=outcome.summary,
+        warnings=(*outcome.warnings, *(f"accepted: {r}" for r in outcome.reasons)),
+        run_id=outcome.run_id,
+    )

@@ -20,6 +20,7 @@ import pytest
 from homeprice_assets import cli
 from homeprice_assets.config import project_config
 from homeprice_assets.ingest.landing import land_history, split_by_month
+from homeprice_assets.ingest.report import MonthOutcome, ingest_months
 from homeprice_assets.ingest.status import accept_month, blocking_check_keys, month_status
 from homeprice_assets.monitoring.notify import Notifier
 from homeprice_assets.monitoring.settings import AutomationSettings
@@ -145,6 +146,19 @@ def test_price_level_jump_is_held_until_a_person_accepts_it(
     location.tick("check_alert_sensor", alerts.cursor)
     assert len([t for t in webhook.texts() if "Price level" in t]) == 1
 
+    def reported() -> MonthOutcome:
+        """What `homeprice ingest` says of the month now (its files unchanged: from the stored run)."""
+        job, data = (
+            location.defs.resolve_job_def("ingest_job"),
+            location.defs.resources["settings"].get().data,
+        )
+        [outcome] = ingest_months(
+            job, location.instance, location.landing, ["2016-05"], {}, data
+        ).months.values()
+        return outcome
+
+    assert reported().state == "failed_before"
+
     # Held back: no drift report of it, and the training set leaves it out.
     retrain = location.tick("retrain_sensor", None)
     assert all(r.tags["homeprice/month"] != "2016-05" for r in retrain.run_requests)
@@ -160,6 +174,10 @@ def test_price_level_jump_is_held_until_a_person_accepts_it(
     assert cli.main(["accept-month", "2016-5"]) == 2
     status = month_status(location.instance, "2016-05", checks)
     assert status.state == "ready" and status.accepted == ("sale_features.price_level",)
+    # `homeprice ingest` reported it failed even after the acceptance
+    outcome = reported()
+    assert outcome.state == "accepted" and not outcome.failed and outcome.reasons == ()
+    assert outcome.warnings[-1].startswith("accepted: sale_features.price_level: ")
     # The sensor takes it up at its next tick, and the model may now train on it.
     [drift] = location.tick("retrain_sensor", retrain.cursor).run_requests
     assert drift.tags["homeprice/month"] == "2016-05"
