@@ -204,7 +204,13 @@ def price_model(
                 **{f"param_{k}": v for k, v in {**DEFAULT_PARAMS, **training.params}.items()},
             }
         )
-        context.log.info(f"fitting on {len(training_set)} sales {months.min()}..{months.max()}")
+        what = (
+            f"adding {training.update.rounds} trees to champion v{base_version}, from the newest "
+            f"{training.update.months} months of"
+            if plan.update
+            else "fitting on"
+        )
+        context.log.info(f"{what} {len(training_set)} sales {months.min()}..{months.max()}")
         if plan.update:
             model = update_price_model(
                 champion, training_set, training.update, base_version=base_version, bounds=project.data.bounds
@@ -335,7 +341,8 @@ def validation_report(
         validation_reason=reason,
         validated_against=champion or "none",
     )
-    context.log.info(f"challenger v{version} against champion v{champion or 'none'}: {reason}")
+    against = f"champion v{champion}" if champion else "no champion"
+    context.log.info(f"challenger v{version} against {against}: {reason}")
     return dg.MaterializeResult(
         metadata={
             "challenger_version": version,
