@@ -293,6 +293,7 @@ def apply_env_defaults(profile: str | None = None) -> dict[str, str]:
         "BENTOML_DO_NOT_TRACK": "true",
         "DO_NOT_TRACK": "1",
         "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # the command shows its own progress
     }
     if (REPO_ROOT / "dagster.yaml").is_file():
         defaults["DAGSTER_HOME"] = str(REPO_ROOT)
