@@ -50,7 +50,8 @@ class HedonicBaseline:
         self.columns: list[str] = []
 
     def _pipeline(self, coordinates: bool) -> Pipeline:
-        numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+        # a column the source lacks (all missing) stays, as a constant: no warning, the same columns each fit
+        numeric = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler())
         parts = [("num", numeric, list(NUMERIC))]
         if coordinates:
             coords = make_pipeline(SimpleImputer(strategy="median"), SplineTransformer(n_knots=6, degree=2))
