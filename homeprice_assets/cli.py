@@ -104,12 +104,24 @@ def run_lifecycle(instance: DagsterInstance | None = None) -> bool:
     result = job.execute_in_process(
         instance=instance or dg.DagsterInstance.get(), raise_on_error=False, run_config=config
     )
-    for check in result.get_asset_check_evaluations():
-        print(
-            f"  check {check.asset_key.to_user_string()}.{check.check_name}: "
-            f"{'passed' if check.passed else 'FAILED'}"
-        )
+    print_outcome(result)
     return result.success
+
+
+def print_outcome(result: Any) -> None:
+    """Each check of an in-process run, with a failed check's reason, and each failed step's error in one
+    line: "FAILED" alone sent people up the log to find why."""
+    for check in result.get_asset_check_evaluations():
+        reason = f": {check.description}" if check.description else ""
+        verdict = "passed" if check.passed else f"FAILED{reason}"
+        print(f"  check {check.asset_key.to_user_string()}.{check.check_name}: {verdict}")
+    for event in result.all_events:  # why a step stopped, in one line (the traceback is in the log above)
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None and error.cls_name == "DagsterExecutionStepExecutionError" and error.cause:
+            error = error.cause  # the asset's own exception
+        if error is not None and error.cls_name != "DagsterAssetCheckFailedError":  # (said by its check)
+            first = (error.message.strip().splitlines() or [error.cls_name])[0]
+            print(f"  step {event.step_key} FAILED: {first}")
 
 
 def _report_ingest(report: IngestReport) -> list[str]:
