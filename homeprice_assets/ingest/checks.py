@@ -154,7 +154,7 @@ def quarantine_rate(
         if len(details):
             description += f"; e.g. {top} {details.iloc[0]}"
         if top == "unparsable_date":
-            fmt = config.date_format or config.read.date_format
+            fmt = config.read.date_format or config.date_format  # (as read_options ranks them)
             description += (
                 f" (dates are read with the format {fmt!r}" if fmt else " (dates are read as ISO 8601"
             ) + ": set data.date_format, or a date_format for the source under data.sources)"
