@@ -43,7 +43,9 @@ from homeprice_model.model import (
 # Bumped when the model code changes in a way a logged model's metadata should record.
 # 3: bagged boosters (``HomePriceModel.extra_boosters``); code before it would serve the first booster only.
 # 4: the hedonic offset (``HomePriceModel.hedonic``); code before it would leave it out of every price.
-MODEL_CODE_VERSION = "4"
+# 5: ``renovated`` unknown (NaN) without an effective age: a monthly update of an older champion would add
+#    trees that learnt NaN to trees that learnt 0 (a full refit instead).
+MODEL_CODE_VERSION = "5"
 
 __all__ = [
     "BOUNDED_FIELDS",

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FEATURE_VERSION = "1"
+# 2: ``renovated`` is NaN, not 0, when the effective age is missing (months stored under 1 differ there).
+FEATURE_VERSION = "2"
 TIME_ORIGIN = pd.Timestamp("2010-01-01")
 # TIME_ORIGIN as a month count since 1970-01 (NumPy's datetime64[M] epoch).
 _ORIGIN_MONTHS = (TIME_ORIGIN.year - 1970) * 12 + (TIME_ORIGIN.month - 1)
