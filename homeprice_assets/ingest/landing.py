@@ -2,7 +2,9 @@
 
 The history is read as ingest will read the files written here (``sales_YYYY-MM.csv`` at the zone's root):
 with ``data.read`` and any ``data.sources`` entry matching that name, so its delimiter, encoding, decimal
-mark and date format hold on both sides, and the values are written back as they came.
+mark and date format hold on both sides, and the values are written back as they came. Rows without a
+usable sale date go to ``sales_undated.csv``: ingest finds no month in it, lists it and leaves it out, so a
+few bad dates in a long history neither vanish nor hold back the newest month.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ def landed_options(config: DataConfig) -> ReadOptions:
     return config.read_options(LANDED_NAME.format(month="0000-00"))
 
 
+UNDATED = "undated"  # split_by_month's key for rows without a usable sale date
+UNDATED_NAME = "sales_undated.csv"
+
+
 def split_by_month(
     sales: pd.DataFrame, config: DataConfig, report: Callable[[str], None] = lambda _: None
 ) -> dict[str, pd.DataFrame]:
     """Source rows grouped by the month of their (source-named) sale date, months in order.
 
-    Rows whose date is missing, unreadable or in the future go to the newest month, where ingest quarantines
-    them (``unparsable_date``: counted, never lost); ``report`` is told how many. A sale-date column of which
-    no value reads is an error naming the format tried.
+    Rows whose date is missing, unreadable or in the future are under ``UNDATED`` (last); ``report`` is told
+    how many. A sale-date column of which no value reads is an error naming the format tried.
     """
     key = LANDED_NAME.format(month="0000-00")
     try:
@@ -45,17 +50,19 @@ def split_by_month(
         example = sales[column].dropna().head(3).tolist()
         raise ValueError(
             f"sale_date: no value of column {column!r} reads as {tried}, e.g. {example}; "
-            "set data.date_format (or data.read.date_format) to their format, e.g. '%m/%d/%Y'"
+            "set data.read.date_format (or a date_format for the source under data.sources) to their "
+            "format, e.g. '%m/%d/%Y'"
         )
-    if months.isna().any():
-        newest = months.dropna().max()
-        report(
-            f"{int(months.isna().sum())} row(s) with a missing, unreadable or future sale date go to "
-            f"{newest}, where ingest quarantines them (unparsable_date)"
-        )
-        months = months.fillna(newest)
     # one pass over the rows (a mask per month compared every row once per month)
-    return {month: part for month, part in sales.groupby(months.to_numpy(), sort=True)}
+    out = {month: part for month, part in sales.groupby(months.to_numpy(), sort=True)}
+    undated = months.isna()
+    if undated.any():
+        out[UNDATED] = sales[undated.to_numpy()]
+        report(
+            f"{int(undated.sum())} row(s) with a missing, unreadable or future sale date are in "
+            f"{UNDATED_NAME}, which ingest lists as in no month and leaves out: correct them, land again"
+        )
+    return out
 
 
 def month_file(part: pd.DataFrame, options: ReadOptions) -> bytes:
@@ -95,7 +102,10 @@ def land_history(
     except UnreadableFile as exc:
         raise ValueError(f"source: {source} cannot be read: {exc}") from None
     by_month = split_by_month(sales, config, report)
+    undated = by_month.pop(UNDATED, None)
     months = [m for m in by_month if (until is None or m <= until) and (since is None or m >= since)]
     for month in progress(months):
         zone.write_bytes(LANDED_NAME.format(month=month), month_file(by_month[month], options))
+    if undated is not None:  # whatever months were asked for: these rows belong to none of them
+        zone.write_bytes(UNDATED_NAME, month_file(undated, options))
     return months

@@ -390,7 +390,13 @@ def land(paths: Paths, since: str | None, until: str) -> list[str]:
     """Write the bundled months ``since..until`` into the policy's landing zone, as ``land_history`` does
     (the bundled file is read and split once per process, not once per month)."""
     from homeprice_assets.config import BUNDLED_DATA, load_config
-    from homeprice_assets.ingest.landing import LANDED_NAME, landed_options, month_file, split_by_month
+    from homeprice_assets.ingest.landing import (
+        LANDED_NAME,
+        UNDATED,
+        landed_options,
+        month_file,
+        split_by_month,
+    )
     from homeprice_assets.resources.landing import LocalLandingZone
 
     config = load_config().data
@@ -398,7 +404,7 @@ def land(paths: Paths, since: str | None, until: str) -> list[str]:
         raw = pd.read_csv(BUNDLED_DATA, dtype=str, keep_default_na=False)
         _BY_MONTH.update(split_by_month(raw, config))
     zone = LocalLandingZone(root=str(paths.landing))
-    months = [m for m in sorted(_BY_MONTH) if (since is None or m >= since) and m <= until]
+    months = [m for m in sorted(_BY_MONTH) if m != UNDATED and (since is None or m >= since) and m <= until]
     for month in months:
         zone.write_bytes(
             LANDED_NAME.format(month=month), month_file(_BY_MONTH[month], landed_options(config))

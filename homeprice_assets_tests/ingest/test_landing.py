@@ -161,16 +161,18 @@ def test_land_reads_the_history_as_ingest_reads_the_landed_files(
     months = land_history(zone, settings.get().data, source=source, report=notes.append)
     assert months == ["2015-11", "2015-12"]
     assert notes == [
-        "2 row(s) with a missing, unreadable or future sale date go to 2015-12, where ingest quarantines "
-        "them (unparsable_date)"
+        "2 row(s) with a missing, unreadable or future sale date are in sales_undated.csv, which ingest "
+        "lists as in no month and leaves out: correct them, land again"
     ]
     result = ingest_month("2015-12", instance, zone, storage, settings=settings)
     assert result.success
     clean = result.output_for_node("clean_sales", "clean_sales")
     assert len(clean) == (rows["sale_date"].str.endswith("12.2015")).sum()
     assert clean["baths"].notna().all() and (clean["baths"] % 1 != 0).any()  # decimal commas read
-    quarantine = result.output_for_node("clean_sales", "quarantined_sales")
-    assert sorted(quarantine["rule"]) == ["unparsable_date", "unparsable_date"]
+    assert len(result.output_for_node("clean_sales", "quarantined_sales")) == 0
+    # the undated rows hold back no month (all of them in the newest one failed its quarantine_rate)
+    [aside] = zone.scan(settings.get().data).set_aside
+    assert aside.key == "sales_undated.csv" and "no parsable date" in aside.reason
 
     # month/day/year dates and no date format: land refuses, naming what it tried; a file landed by other
     # means fails its month, and the check shows a value and the setting
