@@ -153,11 +153,13 @@ def quarantine_rate(
         details = quarantine.loc[quarantine["rule"] == top, "detail"]
         if len(details):
             description += f"; e.g. {top} {details.iloc[0]}"
-        if top == "unparsable_date":
+        if top == "unparsable_date" and details.str.startswith("sale_date=").any():  # not read at all
             fmt = config.read.date_format or config.date_format  # (as read_options ranks them)
             description += (
-                f" (dates are read with the format {fmt!r}" if fmt else " (dates are read as ISO 8601"
-            ) + ": set data.date_format, or a date_format for the source under data.sources)"
+                f" (dates are read with the format {fmt!r} unless a data.sources entry sets one"
+                if fmt
+                else " (dates are read as ISO 8601 unless a date format is set"
+            ) + ": set data.read.date_format, or a date_format for the source under data.sources)"
     return dg.AssetCheckResult(
         check_name="quarantine_rate",
         passed=passed,

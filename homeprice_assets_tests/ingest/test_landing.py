@@ -185,4 +185,7 @@ def test_land_reads_the_history_as_ingest_reads_the_landed_files(
     check = check_results(failed, "2015-11")["quarantine_rate"]
     assert not check.passed
     assert re.search(r"e.g. unparsable_date sale_date=1[12]/\d\d/2015 ", check.description)
-    assert "(dates are read as ISO 8601: set data.date_format, or a date_format" in check.description
+    assert (
+        "(dates are read as ISO 8601 unless a date format is set: set data.read.date_format"
+        in check.description
+    )

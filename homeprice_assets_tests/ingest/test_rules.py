@@ -279,3 +279,19 @@ def test_only_iso_dates_are_read_without_a_format_and_nothing_is_guessed(
     parsed = parse_sale_dates(pd.Series(values), None)
     assert str(parsed.dtype) == "datetime64[ns]"
     assert [str(d.date()) if pd.notna(d) else None for d in parsed] == expected
+
+
+def test_the_date_setting_is_suggested_only_for_dates_that_did_not_read() -> None:
+    """A month failed by typo'd future dates is not a date-format problem: no hint to change the format."""
+    from homeprice_assets.ingest.checks import quarantine_rate
+
+    def description(detail: str) -> str:
+        quarantine = pd.DataFrame({"rule": ["unparsable_date"] * 3, "detail": [detail] * 3})
+        check = quarantine_rate({"unparsable_date": 3}, 10, CONFIG, quarantine)
+        assert not check.passed
+        return str(check.description)
+
+    unread = description("sale_date=13/01/2016")
+    assert "e.g. unparsable_date sale_date=13/01/2016 (dates are read as ISO 8601" in unread
+    future = description("sale_date after 2026-12-26 (in the future)")
+    assert future.endswith("e.g. unparsable_date sale_date after 2026-12-26 (in the future)")
