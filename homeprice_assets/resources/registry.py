@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -40,14 +41,19 @@ T = TypeVar("T")
 ALIAS_NOT_FOUND = "INVALID_PARAMETER_VALUE"  # MLflow's code for a missing alias of a registered model
 
 
+# The served Bento takes the model's name as its BentoML tag: BentoML's rule, so a name that registers in
+# MLflow cannot fail the Bento build later (a space or "/"), or be lower-cased there (a capital).
+_MODEL_NAME = re.compile(r"[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?")
+
+
 def registered_model_name(name: str | None = None) -> str:
     """``name``, else ``$HOMEPRICE_MODEL_NAME``, else ``homeprice``: one default for the pipeline, the CLI and
-    the service, so they all mean the same model. A quote would break the registry's search filter."""
+    the service, so they all mean the same model."""
     name = name or os.environ.get("HOMEPRICE_MODEL_NAME") or MODEL_NAME
-    if "'" in name or '"' in name or name != name.strip():
+    if not _MODEL_NAME.fullmatch(name):
         raise ValueError(
-            f"HOMEPRICE_MODEL_NAME (model_name): {name!r} is not a usable model name "
-            "(no quotes, no leading or trailing spaces)"
+            f"HOMEPRICE_MODEL_NAME (model_name): {name!r} is not a usable model name: lower-case letters, "
+            "digits and - . _ (not first or last), at most 63 characters (it is also the Bento's tag)"
         )
     return name
 

@@ -39,9 +39,11 @@ def test_the_pipeline_cli_and_service_name_the_same_model(monkeypatch: pytest.Mo
     assert defs.resources["registry"].get().model_name == "prices-eu"
     assert _rollout_registry().model_name == "prices-eu"
     assert ModelRegistry(model_name="explicit").get().model_name == "explicit"
-    monkeypatch.setenv("HOMEPRICE_MODEL_NAME", "o'brien")
-    with pytest.raises(ValueError, match=r"HOMEPRICE_MODEL_NAME \(model_name\): \"o'brien\" is not a usable"):
-        defs.resources["registry"].get()
+    # what would break the registry's search filter or the Bento's tag is refused by name
+    for bad in ("o'brien", "prices eu", "prices/eu", "Prices-EU", "-prices", "p" * 64):
+        monkeypatch.setenv("HOMEPRICE_MODEL_NAME", bad)
+        with pytest.raises(ValueError, match=r"HOMEPRICE_MODEL_NAME \(model_name\): .* is not a usable"):
+            defs.resources["registry"].get()
 
 
 def _free_port() -> int:
