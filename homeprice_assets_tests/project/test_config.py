@@ -34,9 +34,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("rubbish: true\n", "rubbish: Extra inputs are not permitted"),
         # LightGBM ignores a parameter it does not know (quietly, at verbose -1): named at load instead
         (
-            "training: {params: {num_leavs: 7, hedonic_ofset: false, min_child_samples: 5}}\n",
-            "training.params: unknown parameter(s) 'hedonic_ofset' (did you mean "
-            "'hedonic_offset'?), 'num_leavs' (did you mean 'num_leaves'?)",
+            "training: {params: {num_leavs: 7, hedonic_ofset: false, min_child_samples: 5, "
+            "blend: [{objective: huber, alpah: 0.1}]}}\n",
+            "training.params: unknown parameter(s) 'blend.alpah' (did you mean 'alpha'?), 'hedonic_ofset' "
+            "(did you mean 'hedonic_offset'?), 'num_leavs' (did you mean 'num_leaves'?)",
         ),
         ("- just\n- a list\n", "expected a mapping of sections"),
     ],
