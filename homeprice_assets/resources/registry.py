@@ -77,7 +77,8 @@ def unless_absent(call: Callable[[], T], default: T, *also: str) -> T:
 
 MODEL_ARTIFACT = "model"
 
-_downloads_lock = threading.Lock()
+_downloads_lock = threading.Lock()  # guards the two dicts; each version's download has its own lock
+_download_locks: dict[str, threading.Lock] = {}
 _downloaded: dict[str, Path] = {}  # download URI -> this process's copy
 _root: Path | None = None
 
@@ -333,18 +334,24 @@ class Registry:
             return fetch(Path(dst))
         # One copy per version and process (a service reloading a version after a rollback fetches nothing),
         # gone when the process ends, rather than a new temporary folder left behind at every load.
+        # A lock per version: a stalled fetch of the candidate does not hold up the champion's.
+        key = f"{self.registry_uri} {uri}"
         with _downloads_lock:
-            key = f"{self.registry_uri} {uri}"
+            lock = _download_locks.setdefault(key, threading.Lock())
+            root = _downloads_root()
+        with lock:
             done = _downloaded.get(key)
             if done is not None and done.is_dir():
                 return done
-            into = Path(tempfile.mkdtemp(prefix=f"v{found.version}-", dir=_downloads_root()))
+            into = Path(tempfile.mkdtemp(prefix=f"v{found.version}-", dir=root))
             try:
-                _downloaded[key] = fetch(into)
+                path = fetch(into)
             except BaseException:
                 shutil.rmtree(into, ignore_errors=True)
                 raise
-            return _downloaded[key]
+            with _downloads_lock:
+                _downloaded[key] = path
+            return path
 
     def load(self, version: str | int) -> tuple[Any, Any]:
         """(pyfunc, inner model) of a version: the pyfunc checks inputs, the inner one explains."""
