@@ -70,7 +70,8 @@ def run_ingest(months: Sequence[str] | None = None, instance: DagsterInstance | 
     """Register landed months as partitions; ingest every month whose files changed, in one in-process run.
 
     Each month is "ran", "unchanged" (the same files were ingested successfully before), "failed", or
-    "failed_before" (the same files failed before: not retried until they or the data settings change).
+    "failed_before" (the same files failed before: not retried until they or the data settings change), or
+    "accepted" (they failed only checks a person accepted since: unchanged, and used).
     The months run together (one Dagster run per range of adjacent partitions, usually one), each with its
     own materializations and checks; ``months`` limits the run to those months.
     """

@@ -87,7 +87,7 @@ class IngestReport:
 
     def lines(self) -> list[str]:
         ran = sum(o.state in ("ran", "failed") for o in self.months.values())
-        unchanged = sum(o.state == "unchanged" for o in self.months.values())
+        unchanged = sum(o.state in ("unchanged", "accepted") for o in self.months.values())
         failed = self.failed
         out = [line for o in self.months.values() for line in o.lines()]
         for aside in self.in_no_month:
