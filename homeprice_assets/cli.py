@@ -211,9 +211,14 @@ def _print_next_steps(started: float, trained: bool) -> None:
         uri = registry.model_uri(champion.version)
         print(f"  champion         {registry.model_name} v{champion.version} ({uri})")
         print(f"  model card       {card}")
+        # under the production profile the service reads the same env file (its prediction log included)
+        stores = (
+            "HOMEPRICE_PROFILE=production"
+            if os.environ.get("HOMEPRICE_PROFILE") == "production"
+            else f"MLFLOW_TRACKING_URI={mlflow_tracking_uri()}"
+        )
         print(
-            f"  serve it         HOMEPRICE_HOME={homeprice_home()} "
-            f"MLFLOW_TRACKING_URI={mlflow_tracking_uri()} \\\n"
+            f"  serve it         HOMEPRICE_HOME={homeprice_home()} {stores} \\\n"
             "                   .venv/bin/bentoml serve bento.service:HomePrice --port 3001 "
             "-> http://127.0.0.1:3001/ui/"
         )

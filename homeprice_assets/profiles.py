@@ -115,12 +115,14 @@ def redact(url: str) -> str:
 
 def _scheme(url: str) -> str:
     scheme = urlparse(url).scheme.lower()
-    return "postgresql" if scheme.startswith("postgresql+") or scheme == "postgres" else scheme
+    return "postgresql" if scheme.startswith("postgresql+") else scheme
 
 
 def _problem(store: Store, value: str | None) -> str | None:
     if not value:
         return f"{store.name} ({store.var}): not set (expected {store.expected})" if store.required else None
+    if urlparse(value).scheme.lower() == "postgres":  # Heroku's spelling: SQLAlchemy has no such dialect
+        return f"{store.name} ({store.var}={redact(value)}): write postgresql://, not postgres://"
     if _scheme(value) not in store.schemes:
         local = _scheme(value) in ("", "file", "sqlite")
         why = "a local store" if local else f"scheme {urlparse(value).scheme!r}"
@@ -163,7 +165,12 @@ def _dagster_instance(environ: Mapping[str, str]) -> tuple[str | None, bool]:
     split = [instance.get(k) or {} for k in _SPLIT_STORAGES]
     if "postgres" in storage or all("Postgres" in str(s.get("class", "")) for s in split):
         return None, reads_url
-    kind = ", ".join(storage) or "SQLite files under DAGSTER_HOME"
+    custom = (storage.get("custom") or {}).get("class") if isinstance(storage.get("custom"), dict) else None
+    kind = (
+        "SQLite files under DAGSTER_HOME"
+        if not storage or custom == "LocalSqliteStorage"  # (the repository's own dagster.yaml)
+        else f"storage: {', '.join(storage)}" + (f" ({custom})" if custom else "")
+    )
     return (
         f"Dagster instance (DAGSTER_HOME={home}): {path} stores runs in {kind}, a local store not "
         f"allowed in the production profile (expected storage: postgres, as in {POSTGRES_INSTANCE})"
@@ -230,7 +237,16 @@ def apply_profile(
     stores = tuple(stores)
     if DAGSTER in stores and not environ.get("DAGSTER_HOME"):
         environ["DAGSTER_HOME"] = str(POSTGRES_INSTANCE)
-    validate(environ, stores)
+    try:
+        validate(environ, stores)
+    except ProfileError as exc:
+        if path.is_file() or ": not set" not in str(exc):
+            raise
+        # say where the file was looked for: "not set" alone left people guessing
+        raise ProfileError(
+            f"{exc}\n  (no env file at {path}: copy deploy/profiles/production.env.example there, "
+            f"or set {ENV_FILE_VAR})"
+        ) from None
     return AppliedProfile(chosen, path if path.is_file() else None, from_file)
 
 

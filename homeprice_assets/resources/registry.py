@@ -244,19 +244,24 @@ class Registry:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = (
-            self.artifact_location
-            or os.environ.get("HOMEPRICE_MLFLOW_ARTIFACTS")
-            or (homeprice_home() / "mlartifacts").as_uri()
-        )
-        if not location.startswith(("file:", "s3:", "mlflow-artifacts:", "gs:", "wasbs:", "hdfs:")):
-            location = Path(location).resolve().as_uri()
-        if self.tracking_uri.startswith(("http://", "https://")) and not self.artifact_location:
-            location = None  # a tracking server decides (``--artifacts-destination``): clients need no S3
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=self.new_experiment_location())
         except MlflowException:  # created meanwhile by another process
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def new_experiment_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts: ``artifact_location``, else
+        ``$HOMEPRICE_MLFLOW_ARTIFACTS`` (e.g. ``mlflow-artifacts:/homeprice``, through the server), else, with
+        a tracking server, wherever it decides (``--artifacts-destination``: clients need no S3 credentials),
+        else a folder under the project home."""
+        location = self.artifact_location or os.environ.get("HOMEPRICE_MLFLOW_ARTIFACTS")
+        if not location:
+            if self.tracking_uri.startswith(("http://", "https://")):
+                return None
+            location = (homeprice_home() / "mlartifacts").as_uri()
+        if not location.startswith(("file:", "s3:", "mlflow-artifacts:", "gs:", "wasbs:", "hdfs:")):
+            location = Path(location).resolve().as_uri()
+        return location
 
     @contextlib.contextmanager
     def run(

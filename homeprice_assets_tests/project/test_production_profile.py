@@ -157,7 +157,16 @@ def test_local_profile_changes_nothing() -> None:
         ("HOMEPRICE_STORAGE_URL", "file:///data/assets", "Parquet asset storage (HOMEPRICE_STORAGE_URL=file"),
         ("HOMEPRICE_DAGSTER_PG_URL", "", "Dagster run storage (HOMEPRICE_DAGSTER_PG_URL): not set"),
         ("HOMEPRICE_LANDING_URL", "s3:///x", "landing zone (HOMEPRICE_LANDING_URL=s3:///x): no bucket"),
-        ("DAGSTER_HOME", str(REPO_ROOT), "Dagster instance (DAGSTER_HOME="),
+        (
+            "DAGSTER_HOME",
+            str(REPO_ROOT),
+            "dagster.yaml stores runs in SQLite files under DAGSTER_HOME, a local",
+        ),
+        (  # passed, then failed at preflight with "Can't load plugin: sqlalchemy.dialects:postgres"
+            "HOMEPRICE_PREDICTION_LOG_URL",
+            "postgres://u:pw@db/log",
+            "prediction log (HOMEPRICE_PREDICTION_LOG_URL=postgres://u:***@db/log): write postgresql://",
+        ),
     ],
 )
 def test_a_missing_or_local_store_is_refused_by_name(var: str, value: str, message: str) -> None:
@@ -165,7 +174,18 @@ def test_a_missing_or_local_store_is_refused_by_name(var: str, value: str, messa
     with pytest.raises(p.ProfileError) as err:
         p.apply_profile("production", environ=environ)
     assert message in str(err.value)
-    assert str(err.value).count("\n") == 1  # only that store is named
+    named = [line for line in str(err.value).splitlines()[1:] if not line.startswith("  (no env file")]
+    assert len(named) == 1  # only that store is named
+
+
+def test_a_store_not_set_names_the_env_file_looked_for(clean_environ: Path) -> None:
+    """ "not set" alone left people guessing where the file should have been."""
+    with pytest.raises(p.ProfileError) as err:
+        p.apply_profile("production")
+    assert (
+        f"(no env file at {clean_environ / 'production.env'}: copy deploy/profiles/production.env.example"
+        in (str(err.value))
+    )
 
 
 HELM_INSTANCE = """

@@ -167,3 +167,18 @@ def test_a_remote_version_is_downloaded_once_and_removed_at_exit(
     elsewhere = Path(out.stdout.strip().splitlines()[-1])
     assert elsewhere.name == copy.name and elsewhere != copy
     assert not elsewhere.parent.parent.exists()  # the child's copies went with it
+
+
+def test_where_a_new_experiment_keeps_its_artifacts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """$HOMEPRICE_MLFLOW_ARTIFACTS was ignored with a tracking server (compose and Kubernetes set it to a
+    proxied ``mlflow-artifacts:/`` location); without it the server decides, and locally the project home."""
+    monkeypatch.delenv("HOMEPRICE_MLFLOW_ARTIFACTS", raising=False)
+    server = Registry(tracking_uri="http://127.0.0.1:9")  # nothing is contacted to decide
+    assert server.new_experiment_location() is None
+    monkeypatch.setenv("HOMEPRICE_MLFLOW_ARTIFACTS", "mlflow-artifacts:/homeprice")
+    assert server.new_experiment_location() == "mlflow-artifacts:/homeprice"
+    explicit = Registry(tracking_uri="http://127.0.0.1:9", artifact_location="s3://models/x")
+    assert explicit.new_experiment_location() == "s3://models/x"
+    monkeypatch.setenv("HOMEPRICE_MLFLOW_ARTIFACTS", "relative/folder")
+    local = Registry(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert local.new_experiment_location() == Path("relative/folder").resolve().as_uri()
