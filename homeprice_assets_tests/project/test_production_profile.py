@@ -304,6 +304,13 @@ def test_cli_refuses_before_touching_any_store(
     listed = boto3.client("s3", endpoint_url=moto_endpoint).list_objects_v2(Bucket="homeprice-data")
     assert listed["KeyCount"] == 0  # nothing landed
 
+    # `check` names the store that is down once, in its table, and exits 3
+    reset_environ()
+    assert main(["--profile", "production", "check"]) == 3
+    out = capsys.readouterr()
+    assert f"MLFLOW_TRACKING_URI=http://127.0.0.1:{closed}  FAILED: " in out.out
+    assert out.err == "homeprice: error: 1 of 5 store(s) did not answer\n"
+
     # a local store in the env file: refused by name (exit 2), the subcommand's --profile works too
     reset_environ()
     write_env_file(env_file, {**values, "HOMEPRICE_PREDICTION_LOG_URL": "sqlite:///predictions.db"})
