@@ -73,9 +73,12 @@ def training_split(
     rest, calibration = split_tail(train, calibration_months)
     fit, early = split_tail(rest, early_stopping_months)
     if not len(fit):
+        months = month_of(train)
+        span = f"{months.nunique()} month(s), {months.min()}..{months.max()}" if len(train) else "no month"
         raise ValueError(
-            f"training data spans too few months for {calibration_months} calibration and "
-            f"{early_stopping_months} early-stopping months"
+            f"training data spans {span}: too few for {calibration_months} calibration and "
+            f"{early_stopping_months} early-stopping months and at least one to fit on (the validation set "
+            "takes the newest training.validation_months before that); land more history"
         )
     return TrainingSplit(fit=fit, early_stopping=early, calibration=calibration)
 

@@ -36,6 +36,15 @@ def test_empty_split_fails_clearly(features: pd.DataFrame) -> None:
         time_split(features, validation_months=3, window_months=3)
 
 
+def test_too_short_a_history_says_how_long_it_is(features: pd.DataFrame) -> None:
+    train = time_split(features, validation_months=3, end_month="2015-12").train
+    short = train[train["sale_date"] >= "2015-05-01"]  # 5 months
+    with pytest.raises(
+        ValueError, match=r"spans 5 month\(s\), 2015-05..2015-09: too few for 3 calibration and 2"
+    ):
+        training_split(short, calibration_months=3, early_stopping_months=2)
+
+
 def test_window_table_reads_only_the_window_and_gives_the_same_split(features: pd.DataFrame) -> None:
     """The lazily read window gives exactly the split of all months; months before it are never read."""
     by_month = {m: f.reset_index(drop=True) for m, f in features.groupby("sale_month")}
