@@ -19,15 +19,22 @@ from homeprice_assets.ingest.reading import UnreadableFile, parse_landed, sale_m
 from homeprice_assets.resources.landing import LandingZone
 
 LANDED_NAME = "sales_{month}.csv"
+_OPTIONS_KEY = LANDED_NAME.format(month="0000-00")  # the landed name read options are chosen for
+UNDATED = "undated"  # split_by_month's key for rows without a usable sale date
+UNDATED_NAME = "sales_undated.csv"
 
 
 def landed_options(config: DataConfig) -> ReadOptions:
     """How ingest reads the files ``land_history`` writes."""
-    return config.read_options(LANDED_NAME.format(month="0000-00"))
+    return config.read_options(_OPTIONS_KEY)
 
 
-UNDATED = "undated"  # split_by_month's key for rows without a usable sale date
-UNDATED_NAME = "sales_undated.csv"
+def read_history(source: Path, options: ReadOptions) -> pd.DataFrame:
+    """A sales history file as text columns, read as a landed file would be (``ValueError`` naming it)."""
+    try:
+        return parse_landed(Path(source).name, Path(source).read_bytes(), options).frame
+    except UnreadableFile as exc:
+        raise ValueError(f"source: {source} cannot be read: {exc}") from None
 
 
 def split_by_month(
@@ -38,9 +45,8 @@ def split_by_month(
     Rows whose date is missing, unreadable or in the future are under ``UNDATED`` (last); ``report`` is told
     how many. A sale-date column of which no value reads is an error naming the format tried.
     """
-    key = LANDED_NAME.format(month="0000-00")
     try:
-        months = sale_months(sales, key, config)
+        months = sale_months(sales, _OPTIONS_KEY, config)
     except UnreadableFile as exc:
         raise ValueError(f"sale_date: {exc}; columns are {list(sales.columns)}") from None
     if months.isna().all() and len(sales):
@@ -97,11 +103,7 @@ def land_history(
     """
     check_bounds(until, since)
     options = landed_options(config)
-    try:
-        sales = parse_landed(Path(source).name, Path(source).read_bytes(), options).frame
-    except UnreadableFile as exc:
-        raise ValueError(f"source: {source} cannot be read: {exc}") from None
-    by_month = split_by_month(sales, config, report)
+    by_month = split_by_month(read_history(source, options), config, report)
     undated = by_month.pop(UNDATED, None)
     months = [m for m in by_month if (until is None or m <= until) and (since is None or m >= since)]
     for month in progress(months):

@@ -395,20 +395,19 @@ def land(paths: Paths, since: str | None, until: str) -> list[str]:
         UNDATED,
         landed_options,
         month_file,
+        read_history,
         split_by_month,
     )
     from homeprice_assets.resources.landing import LocalLandingZone
 
     config = load_config().data
+    options = landed_options(config)
     if not _BY_MONTH:
-        raw = pd.read_csv(BUNDLED_DATA, dtype=str, keep_default_na=False)
-        _BY_MONTH.update(split_by_month(raw, config))
+        _BY_MONTH.update(split_by_month(read_history(BUNDLED_DATA, options), config))
     zone = LocalLandingZone(root=str(paths.landing))
     months = [m for m in sorted(_BY_MONTH) if m != UNDATED and (since is None or m >= since) and m <= until]
     for month in months:
-        zone.write_bytes(
-            LANDED_NAME.format(month=month), month_file(_BY_MONTH[month], landed_options(config))
-        )
+        zone.write_bytes(LANDED_NAME.format(month=month), month_file(_BY_MONTH[month], options))
     return months
 
 
