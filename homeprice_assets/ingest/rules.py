@@ -150,11 +150,16 @@ def _with_decimal_point(values: pd.Series, decimal: pd.Series | None) -> pd.Seri
     return text
 
 
+def _null_marker(values: pd.Series) -> pd.Series:
+    """Which values are a "no value" marker (``NULL_MARKERS``, stripped and lower-cased; a missing value
+    reads as one too)."""
+    return values.astype(str).str.strip().str.lower().isin(NULL_MARKERS)
+
+
 def _text(values: pd.Series) -> pd.Series:
     """Stripped text, null markers missing: sale ids "NULL" would otherwise all be one sale (the rest
     quarantined as duplicates), and parcel ids "n/a" one parcel with many earlier sales."""
-    text = values.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(NULL_MARKERS))
+    return values.astype("string").str.strip().mask(_null_marker(values))
 
 
 def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None) -> CleanResult:
@@ -182,7 +187,7 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
     # Required values present (blanks and the null markers, such as "NULL" or "n/a", count as missing).
     for col in REQUIRED_COLUMNS:
         values = frame[col]
-        missing = values.isna() | values.astype(str).str.strip().str.lower().isin(NULL_MARKERS)
+        missing = values.isna() | _null_marker(values)
         flag(missing, "missing_required_value", f"{col} is null")
 
     dates = _sale_dates(frame, config)
@@ -206,11 +211,7 @@ def clean_sales(raw: pd.DataFrame, config: DataConfig, month: str | None = None)
         suspect = parsed.isna() & frame[col].notna()
         if suspect.any():
             text = frame[col].astype(str)
-            bad = (
-                suspect
-                if col in REQUIRED_COLUMNS
-                else suspect & ~text.str.strip().str.lower().isin(NULL_MARKERS)
-            )
+            bad = suspect if col in REQUIRED_COLUMNS else suspect & ~_null_marker(frame[col])
             flag(bad, "non_numeric_value", lambda col=col, text=text: f"{col}=" + text)
         numeric[col] = parsed.astype("float64")
         infinite = np.isinf(numeric[col])
