@@ -165,7 +165,7 @@ def _dagster_instance(environ: Mapping[str, str]) -> tuple[str | None, bool]:
     split = [instance.get(k) or {} for k in _SPLIT_STORAGES]
     if "postgres" in storage or all("Postgres" in str(s.get("class", "")) for s in split):
         return None, reads_url
-    custom = (storage.get("custom") or {}).get("class") if isinstance(storage.get("custom"), dict) else None
+    custom = storage["custom"].get("class") if isinstance(storage.get("custom"), dict) else None
     kind = (
         "SQLite files under DAGSTER_HOME"
         if not storage or custom == "LocalSqliteStorage"  # (the repository's own dagster.yaml)
